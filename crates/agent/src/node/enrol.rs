@@ -1,0 +1,100 @@
+//! `reeve agent join`: enrols this node at a hub with a one-time token and pins the hub's
+//! key. The token names the hub key's fingerprint, so the hub is checked before the token's
+//! secret is sent, and again in the answer: no trust on first use.
+
+use super::identity::{self, NodeFile};
+use super::transport::{self, Call};
+use anyhow::{Context, Result, bail};
+use reeve_delivery::join::JoinToken;
+use reeve_delivery::keys::PublicKey;
+use serde_json::json;
+use std::path::Path;
+
+fn hub_key_of(body: &serde_json::Value) -> Result<PublicKey> {
+    let k = body
+        .get("hub_key")
+        .and_then(|v| v.as_str())
+        .context("the hub's answer has no hub_key")?;
+    PublicKey::from_base64(k).context("the hub's key is malformed")
+}
+
+fn check(found: &PublicKey, token: &JoinToken, url: &str) -> Result<()> {
+    if found.fingerprint() != token.hub {
+        bail!(
+            "the hub at {url} presented key {}, but the token names {}: not joining (wrong hub, or someone in the middle)",
+            found.fingerprint(),
+            token.hub
+        );
+    }
+    Ok(())
+}
+
+/// Joins the hub named by `token` (or at `url`); returns the saved node settings.
+pub async fn join(
+    data_dir: &Path,
+    url: Option<&str>,
+    token: &str,
+    name: Option<&str>,
+    proxy: Option<&str>,
+) -> Result<NodeFile> {
+    let token = JoinToken::decode(token)?;
+    let url = url.unwrap_or(&token.url).trim_end_matches('/').to_string();
+    let existing = identity::load_file(data_dir)?;
+    let name = match (name, &existing) {
+        (Some(n), _) => n.to_string(),
+        (None, Some(f)) => f.name.clone(),
+        (None, None) => bail!(
+            "give the node a name: reeve agent join --name NAME (or run reeve agent init first)"
+        ),
+    };
+    if !identity::valid_name(&name) {
+        bail!(
+            "node name {name:?}: use 1-63 lowercase letters, digits, '-', '.', '_' (not \"hub\")"
+        );
+    }
+    let base = NodeFile {
+        name: name.clone(),
+        hub_url: None,
+        hub_key: None,
+        proxy: proxy.map(str::to_string),
+    };
+    if existing.is_none() {
+        identity::init(data_dir, &base, false)?;
+    }
+    let key = identity::load_key(data_dir)?;
+    let get = Call {
+        method: "GET",
+        path: "/api/v1/health",
+        body: None,
+        bearer: None,
+    };
+    let (status, health) = transport::request(&url, proxy, get).await?;
+    if status != 200 {
+        bail!("{url} does not answer like a reeve hub (HTTP {status})");
+    }
+    check(&hub_key_of(&health)?, &token, &url)?;
+    let body = json!({"secret": token.secret(), "node": name, "key": key.public().to_base64()});
+    let post = Call {
+        method: "POST",
+        path: "/api/v1/join",
+        body: Some(&body),
+        bearer: None,
+    };
+    let (status, answer) = transport::request(&url, proxy, post).await?;
+    if status != 200 {
+        let why = answer
+            .get("error")
+            .and_then(|e| e.as_str())
+            .unwrap_or("no reason given");
+        bail!("the hub refused to enrol {name}: {why}");
+    }
+    let hub_key = hub_key_of(&answer)?;
+    check(&hub_key, &token, &url)?;
+    let file = NodeFile {
+        hub_url: Some(url),
+        hub_key: Some(hub_key.to_base64()),
+        ..base
+    };
+    identity::save(data_dir, &file)?;
+    Ok(file)
+}

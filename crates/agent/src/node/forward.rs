@@ -1,0 +1,112 @@
+//! Forwards the node's event log to the hub through the node's own stream (DESIGN.md §2.1,
+//! issue "hub side"): nothing is lost while offline, since events wait in the outbox like
+//! any message. The cursor (last forwarded event id) lives in the delivery store and moves
+//! in the same transaction that queues the batch, so a crash neither skips nor repeats a
+//! batch; the hub also ignores an event it has (node, id) already. Facts (`hello`) are
+//! re-sent when they change.
+
+use super::Node;
+use anyhow::Result;
+use reeve_delivery::envelope::{Content, Request, Sequenced, authorize, seal};
+use reeve_delivery::keys::KeyPair;
+use rusqlite::OptionalExtension;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Events per message.
+const BATCH: u32 = 500;
+
+fn cursor(s: &reeve_delivery::store::DeliveryStore) -> rusqlite::Result<i64> {
+    s.conn()
+        .query_row("SELECT v FROM meta WHERE k = 'events_cursor'", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()
+        .map(|v| v.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// Forwards new events until the agent stops.
+pub async fn run(node: Arc<Node>) {
+    let mut live = node.ctx.log.subscribe();
+    let mut last_facts = serde_json::Value::Null;
+    loop {
+        match forward_once(&node).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => tracing::warn!("forwarding events: {e:#}"),
+        }
+        // Facts (service states among them) go out again when they changed, so the hub's
+        // view follows the node's within a moment.
+        let facts = super::methods::facts(&node.ctx);
+        if facts != last_facts {
+            match node.send_to_hub("hello", facts.clone()).await {
+                Ok(_) => last_facts = facts,
+                Err(e) => tracing::warn!("queueing facts: {e:#}"),
+            }
+        }
+        // Wait for new events (or poll now and then, if the live channel lagged).
+        let _ = tokio::time::timeout(Duration::from_secs(5), live.recv()).await;
+        // Gather a burst into one message.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Queues the next batch; true if there may be more.
+async fn forward_once(node: &Arc<Node>) -> Result<bool> {
+    let after = node
+        .writer
+        .run(|s| {
+            cursor(s).map_err(|e| reeve_delivery::store::StoreError::Sql {
+                what: "read cursor",
+                source: e,
+            })
+        })
+        .await?;
+    let events = node
+        .ctx
+        .log
+        .query(reeve_store::EventQuery {
+            after_id: Some(after),
+            limit: Some(BATCH),
+            oldest: true,
+            ..Default::default()
+        })
+        .await?;
+    let Some(last) = events.last().map(|e| e.id) else {
+        return Ok(false);
+    };
+    let full = events.len() as u32 == BATCH;
+    let args = serde_json::json!({ "events": events });
+    let mut r = Request::new(
+        node.name(),
+        "hub",
+        "events",
+        args,
+        node.now().saturating_add(super::REPLY_TTL_MS),
+    );
+    r.method_timeout_ms = None;
+    let key = KeyPair::from_secret_base64(&node.ident.key.secret_base64())?;
+    let auth = authorize(&r, &key)?;
+    let stream = node.out_stream();
+    node.writer
+        .run(move |s| {
+            if cursor(s).map_err(|e| reeve_delivery::store::StoreError::Sql { what: "read cursor", source: e })? != after {
+                return Ok(());
+            }
+            let st = stream.clone();
+            s.enqueue(&stream, &r.id, r.expires_at_ms, move |seq| {
+                seal(&Sequenced { stream: st, seq: Some(seq), content: Content::Request { auth } }, &key)
+                    .unwrap_or_default()
+            })?;
+            s.conn()
+                .execute(
+                    "INSERT INTO meta (k, v) VALUES ('events_cursor', ?1) ON CONFLICT(k) DO UPDATE SET v = ?1",
+                    [last.to_string()],
+                )
+                .map_err(|e| reeve_delivery::store::StoreError::Sql { what: "move cursor", source: e })?;
+            Ok(())
+        })
+        .await?;
+    node.out_wake.notify_one();
+    Ok(full)
+}

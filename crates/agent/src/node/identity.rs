@@ -1,0 +1,145 @@
+//! The node's identity in its data directory: `node.key` (Ed25519 secret, mode 0600, made
+//! by `reeve agent init`) and `node.toml` (name, hub URL, the pinned hub key, proxy;
+//! written by `reeve agent join`). No `node.toml` means the agent runs stand-alone.
+
+use anyhow::{Context, Result, bail};
+use reeve_delivery::keys::{KeyPair, PublicKey};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// `node.toml`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    /// This node's name at the hub.
+    pub name: String,
+    /// The hub, `https://host:port`.
+    pub hub_url: Option<String>,
+    /// The hub's key (base64), pinned at join.
+    pub hub_key: Option<String>,
+    /// An HTTP(S) CONNECT proxy to reach the hub through (`http://host:port`).
+    pub proxy: Option<String>,
+}
+
+/// The loaded identity of a joined node.
+pub struct Identity {
+    /// The node's settings.
+    pub file: NodeFile,
+    /// Its key pair.
+    pub key: KeyPair,
+    /// The pinned hub key.
+    pub hub_key: PublicKey,
+    /// The hub URL.
+    pub hub_url: String,
+}
+
+/// Paths of the identity files.
+pub fn paths(data_dir: &Path) -> (PathBuf, PathBuf) {
+    (data_dir.join("node.toml"), data_dir.join("node.key"))
+}
+
+fn write_file(path: &Path, text: &str, mode: u32) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Is `name` usable as a node name?
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name != "hub"
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-._".contains(c))
+}
+
+/// `reeve agent init`: creates the key pair (kept if it exists) and `node.toml`.
+pub fn init(data_dir: &Path, file: &NodeFile, force: bool) -> Result<PublicKey> {
+    if !valid_name(&file.name) {
+        bail!(
+            "node name {:?}: use 1-63 lowercase letters, digits, '-', '.', '_' (not \"hub\")",
+            file.name
+        );
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let (toml_path, key_path) = paths(data_dir);
+    if toml_path.exists() && !force {
+        bail!(
+            "{} exists already: this node is initialised (--force replaces the settings, the key stays)",
+            toml_path.display()
+        );
+    }
+    let key = match std::fs::read_to_string(&key_path) {
+        Ok(text) => KeyPair::from_secret_base64(text.trim())
+            .with_context(|| format!("{} is not a reeve key", key_path.display()))?,
+        Err(_) => {
+            let k = KeyPair::generate().context("cannot create the node key")?;
+            write_file(&key_path, &format!("{}\n", k.secret_base64()), 0o600)?;
+            k
+        }
+    };
+    save(data_dir, file)?;
+    Ok(key.public())
+}
+
+/// Writes `node.toml`.
+pub fn save(data_dir: &Path, file: &NodeFile) -> Result<()> {
+    let text = toml::to_string(file).context("cannot encode node.toml")?;
+    write_file(&paths(data_dir).0, &text, 0o600)
+}
+
+/// Reads `node.toml` (None when the node was never initialised).
+pub fn load_file(data_dir: &Path) -> Result<Option<NodeFile>> {
+    let path = paths(data_dir).0;
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(
+            toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// The node's key pair.
+pub fn load_key(data_dir: &Path) -> Result<KeyPair> {
+    let path = paths(data_dir).1;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {} (reeve agent init creates it)",
+            path.display()
+        )
+    })?;
+    KeyPair::from_secret_base64(text.trim())
+        .with_context(|| format!("{} is not a reeve key", path.display()))
+}
+
+/// The identity of a joined node; None when the node has not joined a hub.
+pub fn load(data_dir: &Path) -> Result<Option<Identity>> {
+    let Some(file) = load_file(data_dir)? else {
+        return Ok(None);
+    };
+    let (Some(url), Some(hub)) = (file.hub_url.clone(), file.hub_key.clone()) else {
+        return Ok(None);
+    };
+    let hub_key = PublicKey::from_base64(&hub).context("node.toml: hub_key is not a key")?;
+    Ok(Some(Identity {
+        key: load_key(data_dir)?,
+        file,
+        hub_key,
+        hub_url: url,
+    }))
+}

@@ -1,0 +1,438 @@
+//! The agent as a node of a fleet (DESIGN.md §2.1, §2.2): its identity, its one relay
+//! connection to the hub, and the execution of what arrives.
+//!
+//! Delivery: the hub's stream arrives as sealed envelopes; each is verified (pinned hub
+//! key as owner, a policy-named signer as authorizer, hub-adjusted time for expiry),
+//! stored in the inbox and only then acknowledged. Execution: stored requests run one at
+//! a time in stream order; `exec` is fenced (marked running, durably) before it starts and
+//! runs under the detached runner; the reply is written to the node's own outbound stream
+//! in the same transaction that marks the request done. After a restart, requests that
+//! never started run, and fenced ones are collected or answered `interrupted`.
+//!
+//! Files: [`identity`] (`node.toml`, `node.key`), [`transport`] (TCP/proxy/TLS/WebSocket),
+//! [`session`] (handshake and the link loop), [`methods`], [`runner`].
+
+pub mod enrol;
+pub mod forward;
+pub mod identity;
+pub mod methods;
+pub mod replies;
+pub mod runner;
+pub mod session;
+pub mod transport;
+
+use crate::events::{EventLog, event};
+use crate::supervisor::Supervisor;
+use anyhow::{Context, Result};
+use reeve_delivery::clock::HubClock;
+use reeve_delivery::envelope::{
+    Content, Payload, ReplyTo, Request, Sequenced, StreamId, Trust, authorize, open, seal,
+};
+use reeve_delivery::keys::{KeyPair, PublicKey};
+use reeve_delivery::policy::{Decision, Policy};
+use reeve_delivery::store::{ReplyOut, RunState, Seal};
+use reeve_delivery::writer::Writer;
+use reeve_proto::event::EventKind;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, mpsc};
+
+/// How long a node's own messages (replies, facts) live before they are dead-lettered.
+pub const REPLY_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// A node joined to a hub.
+pub struct Node {
+    pub(crate) ident: identity::Identity,
+    pub(crate) writer: Writer,
+    pub(crate) instance: String,
+    pub(crate) policy: Policy,
+    pub(crate) ctx: Arc<methods::Ctx>,
+    pub(crate) out_wake: Notify,
+    pub(crate) clock: Mutex<HubClock>,
+    pub(crate) connected: AtomicBool,
+    exec_tx: mpsc::UnboundedSender<String>,
+    exec_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+}
+
+fn local_ms() -> u64 {
+    crate::events::now_ms()
+}
+
+/// The policy file of a data directory.
+pub fn policy_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("policy.toml")
+}
+
+impl Node {
+    /// The node of this data directory, or None when it has not joined a hub.
+    pub fn open(
+        data_dir: &Path,
+        sup: Arc<Supervisor>,
+        log: EventLog,
+        modules: Arc<crate::modules::Modules>,
+    ) -> Result<Option<Arc<Self>>> {
+        let Some(ident) = identity::load(data_dir)? else {
+            return Ok(None);
+        };
+        let ppath = policy_path(data_dir);
+        let policy = match std::fs::read_to_string(&ppath) {
+            Ok(text) => Policy::parse(&text).with_context(|| format!("{}", ppath.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Policy::default(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", ppath.display())),
+        }
+        .with_key("hub", ident.hub_key);
+        let path = data_dir.join("delivery.db");
+        let mut store = reeve_delivery::store::DeliveryStore::open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let instance = store.instance()?;
+        store
+            .conn()
+            .execute_batch(replies::SCHEMA)
+            .context("cannot create the node's tables")?;
+        drop(store);
+        let writer =
+            Writer::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        let (exec_tx, exec_rx) = mpsc::unbounded_channel();
+        let ctx = Arc::new(methods::Ctx {
+            sup,
+            log,
+            data_dir: data_dir.to_path_buf(),
+            node: ident.file.name.clone(),
+            modules,
+        });
+        Ok(Some(Arc::new(Self {
+            ident,
+            writer,
+            instance,
+            policy,
+            ctx,
+            out_wake: Notify::new(),
+            clock: Mutex::new(HubClock::new(0)),
+            connected: AtomicBool::new(false),
+            exec_tx,
+            exec_rx: Mutex::new(Some(exec_rx)),
+        })))
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.ident.file.name
+    }
+
+    /// Is the relay connection up?
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Hub-adjusted time now.
+    pub fn now(&self) -> u64 {
+        let local = local_ms();
+        self.clock.lock().map_or(local, |mut c| c.now(local))
+    }
+
+    /// The stream this node owns towards the hub.
+    pub fn out_stream(&self) -> StreamId {
+        StreamId {
+            owner: self.ident.key.public(),
+            instance: self.instance.clone(),
+            receiver: "hub".into(),
+        }
+    }
+
+    fn key(&self) -> Result<KeyPair> {
+        KeyPair::from_secret_base64(&self.ident.key.secret_base64()).context("node key")
+    }
+
+    /// Opens an envelope from the hub's stream; `now_ms` 0 skips the expiry check (for
+    /// requests verified when they arrived).
+    pub(crate) fn verify(
+        &self,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<reeve_delivery::envelope::Opened, reeve_delivery::envelope::EnvelopeError> {
+        let hub = self.ident.hub_key;
+        let owners = move |k: &PublicKey| *k == hub;
+        // Any authorizer is stored and acknowledged (the hub sequenced it); the policy
+        // decides at execution, and a refusal is replied, so a stream never blocks on it.
+        let signers = |_: &PublicKey| true;
+        let trust = Trust {
+            me: self.name(),
+            owners: &owners,
+            signers: &signers,
+            now_ms,
+        };
+        open(bytes, &trust)
+    }
+
+    /// A request from this node, signed and sealed by a closure given its `seq`.
+    fn own_request(
+        &self,
+        method: &str,
+        args: Value,
+        in_reply_to: Option<&str>,
+    ) -> Result<(Request, Seal)> {
+        let mut r = Request::new(
+            self.name(),
+            "hub",
+            method,
+            args,
+            self.now().saturating_add(REPLY_TTL_MS),
+        );
+        r.in_reply_to = in_reply_to.map(str::to_string);
+        let key = self.key()?;
+        let auth = authorize(&r, &key)?;
+        let stream = self.out_stream();
+        let seal: Seal = Box::new(move |seq| {
+            seal(
+                &Sequenced {
+                    stream,
+                    seq: Some(seq),
+                    content: Content::Request { auth },
+                },
+                &key,
+            )
+            .unwrap_or_default()
+        });
+        Ok((r, seal))
+    }
+
+    /// Sends a message of this node's own to the hub (`hello`, `error.log`): durable in the
+    /// outbox when this returns.
+    pub async fn send_to_hub(&self, method: &str, args: Value) -> Result<String> {
+        let (r, seal) = self.own_request(method, args, None)?;
+        let id = r.id.clone();
+        self.writer
+            .enqueue(self.out_stream(), r.id, r.expires_at_ms, seal)
+            .await?;
+        self.out_wake.notify_one();
+        Ok(id)
+    }
+
+    async fn audit(&self, req: &Request, signer: &PublicKey, outcome: &str, detail: Value) {
+        let who = self.policy.name_of(signer).unwrap_or("unknown").to_string();
+        // The hub signs dashboard actions for an operator: name both.
+        let actor = match &req.on_behalf_of {
+            Some(op) => format!("key:{who} for {op}"),
+            None => format!("key:{who}"),
+        };
+        let from = match &req.on_behalf_of {
+            Some(op) => format!("{} for {op}", req.from),
+            None => req.from.clone(),
+        };
+        let ev = event(
+            None,
+            EventKind::Message,
+            &actor,
+            format!("{} from {from} ({who}): {outcome}", req.method),
+            json!({"id": req.id, "method": req.method, "from": req.from, "signer": signer.fingerprint(), "on_behalf_of": req.on_behalf_of, "outcome": outcome, "detail": detail}),
+        );
+        if let Err(e) = self.ctx.log.record(ev).await {
+            tracing::warn!("cannot record a message event: {e:#}");
+        }
+    }
+
+    /// Runs stored request `id` (in stream order) and writes its reply.
+    async fn execute(self: &Arc<Self>, id: &str) -> Result<()> {
+        let idc = id.to_string();
+        let Some((env, state)) = self.writer.run(move |s| s.inbox_get(&idc)).await? else {
+            return Ok(());
+        };
+        if state == RunState::Done {
+            return Ok(());
+        }
+        let opened = self
+            .verify(&env, 0)
+            .context("a stored request no longer verifies")?;
+        let Payload::Request {
+            request,
+            authorizer,
+        } = opened.payload
+        else {
+            return Ok(());
+        };
+        // A reply to a request of ours, brought back by the hub: handled by its reply
+        // method, never answered.
+        if request.in_reply_to.is_some()
+            && replies::is_reply_method(&request.method)
+            && authorizer == self.ident.hub_key
+        {
+            if let Err(e) = self.take_reply(&request).await {
+                tracing::warn!(id = %request.id, "reply not taken: {e:#}");
+            }
+            let idc = id.to_string();
+            self.writer.run(move |s| s.complete(&idc, None)).await?;
+            return Ok(());
+        }
+        let reply = match self.policy.decide(&request.method, &authorizer) {
+            Decision::Refuse(why) => {
+                self.audit(&request, &authorizer, "refused", json!({"reason": why}))
+                    .await;
+                json!({"status": "refused", "error": why})
+            }
+            Decision::Allow(_) if methods::at_most_once(&request.method) => {
+                let dir = runner::run_dir(&self.ctx.data_dir, &request.id);
+                let out = if state == RunState::Running {
+                    let timeout = request
+                        .method_timeout_ms
+                        .map_or(methods::DEFAULT_TIMEOUT, std::time::Duration::from_millis);
+                    json!(runner::collect(&dir, timeout).await)
+                } else {
+                    let idc = id.to_string();
+                    if !self.writer.run(move |s| s.fence(&idc)).await? {
+                        return Ok(());
+                    }
+                    methods::call(
+                        &self.ctx,
+                        &request,
+                        &format!("key:{}", request.from),
+                        authorizer == self.ident.hub_key,
+                    )
+                    .await
+                };
+                let status = out
+                    .get("status")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_string();
+                self.audit(
+                    &request,
+                    &authorizer,
+                    &status,
+                    json!({"exit_code": out.get("exit_code")}),
+                )
+                .await;
+                out
+            }
+            Decision::Allow(_) => {
+                let out = methods::call(
+                    &self.ctx,
+                    &request,
+                    &format!("key:{}", request.from),
+                    authorizer == self.ident.hub_key,
+                )
+                .await;
+                let status = out
+                    .get("status")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_string();
+                self.audit(&request, &authorizer, &status, Value::Null)
+                    .await;
+                out
+            }
+        };
+        self.complete(&request, reply).await
+    }
+
+    async fn complete(&self, request: &Request, body: Value) -> Result<()> {
+        let method = request
+            .reply
+            .as_ref()
+            .map_or("console", |r: &ReplyTo| r.method.as_str())
+            .to_string();
+        let (r, seal) = self.own_request(&method, body, Some(&request.id))?;
+        let stream = self.out_stream();
+        let id = request.id.clone();
+        self.writer
+            .run(move |s| {
+                s.complete(
+                    &id,
+                    Some((
+                        ReplyOut {
+                            stream: &stream,
+                            id: &r.id,
+                            expires_at_ms: r.expires_at_ms,
+                        },
+                        seal,
+                    )),
+                )
+            })
+            .await?;
+        self.out_wake.notify_one();
+        Ok(())
+    }
+
+    /// Queues stored request ids for execution.
+    pub(crate) fn release(&self, ids: Vec<String>) {
+        for id in ids {
+            let _ = self.exec_tx.send(id);
+        }
+    }
+}
+
+/// Starts the node's tasks: execution (first what a previous run left unfinished) and the
+/// relay link.
+pub async fn spawn(node: Arc<Node>) -> Result<()> {
+    let unfinished = node.writer.run(|s| s.inbox_unfinished()).await?;
+    node.release(unfinished.into_iter().map(|(id, _)| id).collect());
+    let rx = node.exec_rx.lock().ok().and_then(|mut r| r.take());
+    if let Some(mut rx) = rx {
+        let n = node.clone();
+        tokio::spawn(async move {
+            while let Some(id) = rx.recv().await {
+                if let Err(e) = n.execute(&id).await {
+                    tracing::warn!(%id, "request failed: {e:#}");
+                }
+            }
+        });
+    }
+    tokio::spawn(forward::run(node.clone()));
+    tokio::spawn(expire_loop(node.clone()));
+    tokio::spawn(session::run(node));
+    Ok(())
+}
+
+/// Dead-letters what this node could not deliver before its expiry (hub-adjusted time):
+/// a signed skip marker takes its place so the node's stream moves on, and an event says so.
+async fn expire_loop(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let Ok(key) = node.key() else { return };
+        let now = node.now();
+        let gone = node
+            .writer
+            .run(move |s| {
+                s.expire(now, |k, seq| {
+                    reeve_delivery::store::parse_stream_key(k)
+                        .and_then(|stream| {
+                            seal(
+                                &Sequenced {
+                                    stream,
+                                    seq: Some(seq),
+                                    content: Content::Skip {
+                                        reason: "expired".into(),
+                                    },
+                                },
+                                &key,
+                            )
+                            .ok()
+                        })
+                        .unwrap_or_default()
+                })
+            })
+            .await;
+        match gone {
+            Ok(list) if !list.is_empty() => {
+                for e in &list {
+                    let ev = event(
+                        None,
+                        EventKind::Message,
+                        "agent",
+                        format!(
+                            "message {} expired before the hub took it (dead letter)",
+                            e.id
+                        ),
+                        json!({"id": e.id, "seq": e.seq}),
+                    );
+                    let _ = node.ctx.log.record(ev).await;
+                }
+                node.out_wake.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("expiry sweep: {e:#}"),
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The relay link: connect (with jittered exponential back-off), the mutual handshake, then
+//! both directions of delivery over the one WebSocket until it breaks.
+
+use super::{Node, transport};
+use anyhow::{Context, Result, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use reeve_delivery::envelope::Payload;
+use reeve_delivery::handshake::{AgentSide, Challenge, Verdict};
+use reeve_delivery::keys::KeyPair;
+use reeve_delivery::link::{Frame, Outgoing};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Messages in flight towards the hub.
+const WINDOW: usize = 256;
+/// First retransmission timeout (a new connection resends at once; see the hub's).
+const RTO_MS: u64 = 30_000;
+/// A ping after this long without traffic (NAT idle timeouts set the floor).
+const KEEPALIVE: Duration = Duration::from_secs(45);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Keeps the link up for the life of the agent.
+pub async fn run(node: Arc<Node>) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let result = connect_and_serve(&node).await;
+        // A link that got as far as the hub's welcome starts the back-off over: the hub
+        // is there, and a broken link should come back at once.
+        if node.connected.swap(false, Ordering::Relaxed) {
+            backoff = Duration::from_millis(250);
+        }
+        match result {
+            Ok(()) => tracing::info!("hub link closed"),
+            Err(e) => tracing::warn!("hub link: {e:#}"),
+        }
+        let jitter = rand::random_range(0.5..1.5);
+        tokio::time::sleep(backoff.mul_f64(jitter)).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn recv_text(ws: &mut transport::Ws) -> Result<String> {
+    loop {
+        let m = tokio::time::timeout(HANDSHAKE_TIMEOUT, ws.next())
+            .await
+            .map_err(|_| anyhow!("handshake timed out"))?
+            .ok_or_else(|| anyhow!("the hub closed the connection during the handshake"))??;
+        match m {
+            Message::Text(t) => return Ok(t.to_string()),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => bail!("unexpected frame during the handshake: {other:?}"),
+        }
+    }
+}
+
+/// A send that cannot hang on a hub (or proxy) that stopped reading.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn send(ws: &mut transport::Ws, m: Message) -> Result<()> {
+    tokio::time::timeout(SEND_TIMEOUT, ws.send(m))
+        .await
+        .map_err(|_| anyhow!("the hub stopped reading (send timed out)"))?
+        .context("send")
+}
+
+async fn send_json(ws: &mut transport::Ws, v: &impl serde::Serialize) -> Result<()> {
+    send(ws, Message::Text(serde_json::to_string(v)?.into())).await
+}
+
+async fn connect_and_serve(node: &Arc<Node>) -> Result<()> {
+    let id = &node.ident;
+    let mut ws = transport::websocket(&id.hub_url, id.file.proxy.as_deref()).await?;
+    let key = KeyPair::from_secret_base64(&id.key.secret_base64())?;
+    let (side, hello) = AgentSide::start(node.name(), key, id.hub_key)?;
+    send_json(&mut ws, &hello).await?;
+    let challenge: Challenge =
+        serde_json::from_str(&recv_text(&mut ws).await?).context("malformed challenge")?;
+    let (proof, hub_time) = side.answer(&challenge)?;
+    if let Ok(mut c) = node.clock.lock() {
+        c.sync(hub_time, super::local_ms());
+    }
+    send_json(&mut ws, &proof).await?;
+    match serde_json::from_str::<Verdict>(&recv_text(&mut ws).await?)
+        .context("malformed verdict")?
+    {
+        Verdict::Welcome { .. } => {}
+        Verdict::Refused { reason } => bail!("the hub refused this node: {reason}"),
+    }
+    node.connected.store(true, Ordering::Relaxed);
+    tracing::info!(hub = %id.hub_url, "connected to the hub");
+    serve(node, &mut ws).await
+}
+
+async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
+    let stream = node.out_stream();
+    let mut out = Outgoing::new(stream.clone(), node.writer.clone(), WINDOW, RTO_MS);
+    out.on_reconnect();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_sent = Instant::now();
+    let mut push = true;
+    loop {
+        if push {
+            let s = stream.clone();
+            let unacked = node.writer.run(move |st| st.unacked(&s, WINDOW)).await?;
+            for f in out.poll(super::local_ms(), unacked).await {
+                if let Frame::Envelope { bytes } = f {
+                    send(ws, Message::Binary(bytes.into())).await?;
+                    last_sent = Instant::now();
+                }
+            }
+            push = false;
+        }
+        tokio::select! {
+            m = ws.next() => {
+                let Some(m) = m else { return Ok(()) };
+                match m.context("receive")? {
+                    Message::Binary(b) => {
+                        let answer = from_hub(node, &b).await?;
+                        send_json(ws, &answer).await?;
+                        last_sent = Instant::now();
+                    }
+                    Message::Text(t) => match serde_json::from_str::<Frame>(&t) {
+                        Ok(Frame::Ack { stream: s, upto }) if s == stream => {
+                            out.on_ack(upto).await?;
+                            push = true;
+                        }
+                        Ok(Frame::Refused { reason }) => tracing::warn!("the hub refused a message of ours: {reason}"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!("malformed frame from the hub: {e}"),
+                    },
+                    Message::Close(_) => return Ok(()),
+                    _ => {}
+                }
+            }
+            _ = node.out_wake.notified() => push = true,
+            _ = tick.tick() => {
+                push = true;
+                if last_sent.elapsed() > KEEPALIVE {
+                    send(ws, Message::Ping(Vec::new().into())).await?;
+                    last_sent = Instant::now();
+                }
+            }
+        }
+    }
+}
+
+/// One envelope of the hub's stream: verify, store, acknowledge, release for execution.
+async fn from_hub(node: &Arc<Node>, bytes: &[u8]) -> Result<Frame> {
+    let opened = match node.verify(bytes, node.now()) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!("refused a message from the hub: {e}");
+            return Ok(Frame::Refused {
+                reason: e.to_string(),
+            });
+        }
+    };
+    let id = match &opened.payload {
+        Payload::Request { request, .. } => Some(request.id.clone()),
+        Payload::Skip { .. } => None,
+    };
+    let receipt = node
+        .writer
+        .receive(opened.stream.clone(), opened.seq, id, bytes.to_vec())
+        .await?;
+    node.release(receipt.released.into_iter().filter_map(|r| r.id).collect());
+    Ok(Frame::Ack {
+        stream: opened.stream,
+        upto: receipt.acked,
+    })
+}

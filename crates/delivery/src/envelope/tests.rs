@@ -1,0 +1,237 @@
+//! Security tests of the envelope: forged, altered, retargeted, re-sequenced, expired,
+//! untrusted and malformed envelopes are refused with the right reason.
+
+use super::*;
+use crate::keys::KeyPair;
+
+struct World {
+    hub: KeyPair,
+    operator: KeyPair,
+    stranger: KeyPair,
+}
+
+fn world() -> World {
+    World {
+        hub: KeyPair::generate().expect("key"),
+        operator: KeyPair::generate().expect("key"),
+        stranger: KeyPair::generate().expect("key"),
+    }
+}
+
+fn stream(w: &World, to: &str) -> StreamId {
+    StreamId {
+        owner: w.hub.public(),
+        instance: "hub-1".into(),
+        receiver: to.into(),
+    }
+}
+
+fn sealed(w: &World, to: &str, seq: u64, req: &Request) -> Vec<u8> {
+    let auth = authorize(req, &w.operator).expect("authorize");
+    seal(
+        &Sequenced {
+            stream: stream(w, to),
+            seq: Some(seq),
+            content: Content::Request { auth },
+        },
+        &w.hub,
+    )
+    .expect("seal")
+}
+
+fn open_as(w: &World, me: &str, bytes: &[u8], now: u64) -> Result<Opened, EnvelopeError> {
+    let hub = w.hub.public();
+    let op = w.operator.public();
+    let owners = move |k: &PublicKey| *k == hub;
+    let signers = move |k: &PublicKey| *k == op;
+    open(
+        bytes,
+        &Trust {
+            me,
+            owners: &owners,
+            signers: &signers,
+            now_ms: now,
+        },
+    )
+}
+
+fn req(to: &str) -> Request {
+    Request::new(
+        "alice",
+        to,
+        "exec",
+        serde_json::json!({"argv": ["true"]}),
+        10_000,
+    )
+}
+
+#[test]
+fn a_good_envelope_opens() {
+    let w = world();
+    let r = req("n1");
+    let opened = open_as(&w, "n1", &sealed(&w, "n1", 7, &r), 5_000).expect("open");
+    assert_eq!(opened.seq, Some(7));
+    assert_eq!(
+        opened.payload,
+        Payload::Request {
+            request: Box::new(r),
+            authorizer: w.operator.public()
+        }
+    );
+}
+
+#[test]
+fn altered_bytes_are_refused() {
+    let w = world();
+    let bytes = sealed(&w, "n1", 1, &req("n1"));
+    let mut wire: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    // Change the sequenced body (e.g. a relay rewriting seq): the outer signature fails.
+    let body = B64
+        .decode(wire["body"].as_str().expect("body"))
+        .expect("b64");
+    let text = String::from_utf8(body)
+        .expect("utf8")
+        .replace("\"seq\":1", "\"seq\":2");
+    wire["body"] = serde_json::Value::String(B64.encode(text));
+    let bytes = serde_json::to_vec(&wire).expect("json");
+    assert_eq!(
+        open_as(&w, "n1", &bytes, 0),
+        Err(EnvelopeError::BadSequencingSignature)
+    );
+}
+
+#[test]
+fn a_relay_cannot_re_sequence_or_alter_the_request() {
+    let w = world();
+    // The relay (stranger) takes a genuine authorized request and seals it under its own
+    // key at another seq: its key owns no stream here.
+    let auth = authorize(&req("n1"), &w.operator).expect("authorize");
+    let forged = seal(
+        &Sequenced {
+            stream: StreamId {
+                owner: w.stranger.public(),
+                instance: "x".into(),
+                receiver: "n1".into(),
+            },
+            seq: Some(1),
+            content: Content::Request { auth: auth.clone() },
+        },
+        &w.stranger,
+    )
+    .expect("seal");
+    assert!(matches!(
+        open_as(&w, "n1", &forged, 0),
+        Err(EnvelopeError::UnknownOwner(_))
+    ));
+    // The hub (a legitimate owner) cannot alter what the operator authorized.
+    let mut tampered = auth;
+    let body = B64.decode(&tampered.body).expect("b64");
+    let text = String::from_utf8(body)
+        .expect("utf8")
+        .replace("true", "reboot");
+    tampered.body = B64.encode(text);
+    let bytes = seal(
+        &Sequenced {
+            stream: stream(&w, "n1"),
+            seq: Some(1),
+            content: Content::Request { auth: tampered },
+        },
+        &w.hub,
+    )
+    .expect("seal");
+    assert_eq!(
+        open_as(&w, "n1", &bytes, 0),
+        Err(EnvelopeError::BadAuthorizationSignature)
+    );
+}
+
+#[test]
+fn retargeting_is_refused() {
+    let w = world();
+    // Sent to n2, delivered to n1.
+    let bytes = sealed(&w, "n2", 1, &req("n2"));
+    assert_eq!(
+        open_as(&w, "n1", &bytes, 0),
+        Err(EnvelopeError::WrongReceiver("n2".into()))
+    );
+    // A request for n2 put by the owner into n1's stream.
+    let bytes = sealed(&w, "n1", 1, &req("n2"));
+    assert_eq!(
+        open_as(&w, "n1", &bytes, 0),
+        Err(EnvelopeError::Retargeted("n2".into()))
+    );
+}
+
+#[test]
+fn untrusted_signers_expiry_and_garbage() {
+    let w = world();
+    let auth = authorize(&req("n1"), &w.stranger).expect("authorize");
+    let bytes = seal(
+        &Sequenced {
+            stream: stream(&w, "n1"),
+            seq: Some(1),
+            content: Content::Request { auth },
+        },
+        &w.hub,
+    )
+    .expect("seal");
+    assert!(matches!(
+        open_as(&w, "n1", &bytes, 0),
+        Err(EnvelopeError::UntrustedSigner(_))
+    ));
+    let bytes = sealed(&w, "n1", 1, &req("n1"));
+    assert!(matches!(
+        open_as(&w, "n1", &bytes, 10_000),
+        Err(EnvelopeError::Expired(_))
+    ));
+    assert!(matches!(
+        open_as(&w, "n1", b"not json", 0),
+        Err(EnvelopeError::Malformed(_))
+    ));
+    let big = vec![b' '; MAX_ENVELOPE + 1];
+    assert_eq!(
+        open_as(&w, "n1", &big, 0),
+        Err(EnvelopeError::TooLarge(MAX_ENVELOPE + 1))
+    );
+    // A signature made for authorization never passes as a sequencing signature.
+    let r = serde_json::to_vec(&req("n1")).expect("json");
+    let cross = w.hub.sign(AUTH_DOMAIN, &r);
+    let wire = serde_json::json!({"v": 1, "owner": w.hub.public(), "body": B64.encode(&r), "sig": B64.encode(cross)});
+    assert_eq!(
+        open_as(&w, "n1", &serde_json::to_vec(&wire).expect("json"), 0),
+        Err(EnvelopeError::BadSequencingSignature)
+    );
+}
+
+#[test]
+fn skip_markers_are_signed_by_the_owner() {
+    let w = world();
+    let bytes = seal(
+        &Sequenced {
+            stream: stream(&w, "n1"),
+            seq: Some(3),
+            content: Content::Skip {
+                reason: "expired".into(),
+            },
+        },
+        &w.hub,
+    )
+    .expect("seal");
+    let opened = open_as(&w, "n1", &bytes, 0).expect("open");
+    assert_eq!(
+        opened.payload,
+        Payload::Skip {
+            reason: "expired".into()
+        }
+    );
+    // Only the owner can seal for its stream.
+    let err = seal(
+        &Sequenced {
+            stream: stream(&w, "n1"),
+            seq: Some(4),
+            content: Content::Skip { reason: "x".into() },
+        },
+        &w.stranger,
+    );
+    assert_eq!(err, Err(EnvelopeError::OwnerMismatch));
+}

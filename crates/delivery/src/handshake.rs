@@ -1,0 +1,337 @@
+//! The first frames of every connection between an agent and a hub: a mutual Ed25519
+//! challenge, so the channel is authenticated even where a proxy terminates TLS, plus the
+//! hub's signed time (nodes may boot in 1970; expiry is judged on hub time).
+//!
+//! ```text
+//! agent -> hub   Hello     { node, node_key, nonce_a }
+//! hub -> agent   Challenge { hub_key, nonce_h, hub_time_ms, sig_h }   sig_h over (nonce_a, nonce_h, node_key, hub_time_ms)
+//! agent -> hub   Proof     { sig_a }                                  sig_a over (nonce_h, nonce_a, hub_key)
+//! ```
+//!
+//! The agent accepts only its pinned hub key; the hub accepts only the key enrolled under
+//! the node's name. Each side signs the other's fresh nonce, so a recorded handshake cannot
+//! be replayed, and each signature binds the peer's key, so a relay cannot splice two
+//! handshakes together. Pure: no IO.
+
+use crate::keys::{KeyPair, PublicKey, verify};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+
+const HUB_DOMAIN: &[u8] = b"reeve-handshake-hub-v1\0";
+const NODE_DOMAIN: &[u8] = b"reeve-handshake-node-v1\0";
+
+/// Protocol version spoken by this build.
+pub const VERSION: u32 = 1;
+
+/// First frame, from the agent.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Hello {
+    /// Protocol version.
+    pub v: u32,
+    /// The node's name.
+    pub node: String,
+    /// The node's key.
+    pub node_key: PublicKey,
+    /// 32 random bytes, base64.
+    pub nonce: String,
+}
+
+/// The hub's answer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Challenge {
+    /// Protocol version.
+    pub v: u32,
+    /// The hub's key.
+    pub hub_key: PublicKey,
+    /// 32 random bytes, base64.
+    pub nonce: String,
+    /// The hub's clock, ms since the epoch.
+    pub hub_time_ms: u64,
+    /// The hub's signature, base64.
+    pub sig: String,
+}
+
+/// The agent's proof.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Proof {
+    /// The node's signature, base64.
+    pub sig: String,
+}
+
+/// The hub's last handshake frame: the connection is open for delivery, or refused.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Verdict {
+    /// The connection is open for delivery.
+    Welcome {
+        /// The hub's clock.
+        hub_time_ms: u64,
+    },
+    /// Refused; the connection closes.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why a handshake failed. The connection is closed; nothing else is read from it.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    /// The peer speaks an unknown version.
+    #[error("unsupported protocol version {0}")]
+    Version(u32),
+    /// The hub's key is not the pinned one (wrong hub, or someone in the middle).
+    #[error("the hub's key {0} is not the pinned one")]
+    UnpinnedHub(String),
+    /// The node's key is not the one enrolled under its name (unknown node, clone, or revoked).
+    #[error("node {node} presented key {key}, which is not enrolled under that name")]
+    UnknownNode {
+        /// The claimed name.
+        node: String,
+        /// The presented key.
+        key: String,
+    },
+    /// A signature did not verify.
+    #[error("bad {0} signature")]
+    BadSignature(&'static str),
+    /// A nonce or signature was not valid base64 of the right length.
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+    /// No randomness.
+    #[error("no randomness available")]
+    Random,
+}
+
+fn nonce() -> Result<[u8; 32], HandshakeError> {
+    let mut n = [0u8; 32];
+    getrandom::fill(&mut n).map_err(|_| HandshakeError::Random)?;
+    Ok(n)
+}
+
+fn decode<const N: usize>(s: &str, what: &'static str) -> Result<[u8; N], HandshakeError> {
+    B64.decode(s)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or(HandshakeError::Malformed(what))
+}
+
+fn hub_msg(nonce_a: &[u8; 32], nonce_h: &[u8; 32], node_key: &PublicKey, time: u64) -> Vec<u8> {
+    let mut m = Vec::with_capacity(104);
+    m.extend_from_slice(nonce_a);
+    m.extend_from_slice(nonce_h);
+    m.extend_from_slice(&node_key.0);
+    m.extend_from_slice(&time.to_be_bytes());
+    m
+}
+
+fn node_msg(nonce_h: &[u8; 32], nonce_a: &[u8; 32], hub_key: &PublicKey) -> Vec<u8> {
+    let mut m = Vec::with_capacity(96);
+    m.extend_from_slice(nonce_h);
+    m.extend_from_slice(nonce_a);
+    m.extend_from_slice(&hub_key.0);
+    m
+}
+
+/// The agent's side.
+pub struct AgentSide {
+    key_pair: KeyPair,
+    pinned_hub: PublicKey,
+    nonce: [u8; 32],
+}
+
+impl AgentSide {
+    /// Starts a handshake as node `node`; returns the state and the Hello to send.
+    pub fn start(
+        node: &str,
+        key_pair: KeyPair,
+        pinned_hub: PublicKey,
+    ) -> Result<(Self, Hello), HandshakeError> {
+        let n = nonce()?;
+        let hello = Hello {
+            v: VERSION,
+            node: node.into(),
+            node_key: key_pair.public(),
+            nonce: B64.encode(n),
+        };
+        Ok((
+            Self {
+                key_pair,
+                pinned_hub,
+                nonce: n,
+            },
+            hello,
+        ))
+    }
+
+    /// Checks the hub's challenge; returns the proof to send and the hub's time.
+    pub fn answer(&self, c: &Challenge) -> Result<(Proof, u64), HandshakeError> {
+        if c.v != VERSION {
+            return Err(HandshakeError::Version(c.v));
+        }
+        if c.hub_key != self.pinned_hub {
+            return Err(HandshakeError::UnpinnedHub(c.hub_key.fingerprint()));
+        }
+        let nonce_h: [u8; 32] = decode(&c.nonce, "hub nonce")?;
+        let sig: [u8; 64] = decode(&c.sig, "hub signature")?;
+        let msg = hub_msg(
+            &self.nonce,
+            &nonce_h,
+            &self.key_pair.public(),
+            c.hub_time_ms,
+        );
+        if !verify(&c.hub_key, HUB_DOMAIN, &msg, &sig) {
+            return Err(HandshakeError::BadSignature("hub"));
+        }
+        let sig_a = self
+            .key_pair
+            .sign(NODE_DOMAIN, &node_msg(&nonce_h, &self.nonce, &c.hub_key));
+        Ok((
+            Proof {
+                sig: B64.encode(sig_a),
+            },
+            c.hub_time_ms,
+        ))
+    }
+}
+
+/// The hub's side, between its challenge and the agent's proof.
+pub struct HubSide {
+    node: String,
+    node_key: PublicKey,
+    hub_key: PublicKey,
+    nonce_a: [u8; 32],
+    nonce_h: [u8; 32],
+}
+
+impl HubSide {
+    /// Answers a Hello if `enrolled(node)` is the presented key; returns the challenge.
+    pub fn challenge(
+        hello: &Hello,
+        hub: &KeyPair,
+        enrolled: impl Fn(&str) -> Option<PublicKey>,
+        hub_time_ms: u64,
+    ) -> Result<(Self, Challenge), HandshakeError> {
+        if hello.v != VERSION {
+            return Err(HandshakeError::Version(hello.v));
+        }
+        if enrolled(&hello.node) != Some(hello.node_key) {
+            return Err(HandshakeError::UnknownNode {
+                node: hello.node.clone(),
+                key: hello.node_key.fingerprint(),
+            });
+        }
+        let nonce_a: [u8; 32] = decode(&hello.nonce, "agent nonce")?;
+        let nonce_h = nonce()?;
+        let sig = hub.sign(
+            HUB_DOMAIN,
+            &hub_msg(&nonce_a, &nonce_h, &hello.node_key, hub_time_ms),
+        );
+        Ok((
+            Self {
+                node: hello.node.clone(),
+                node_key: hello.node_key,
+                hub_key: hub.public(),
+                nonce_a,
+                nonce_h,
+            },
+            Challenge {
+                v: VERSION,
+                hub_key: hub.public(),
+                nonce: B64.encode(nonce_h),
+                hub_time_ms,
+                sig: B64.encode(sig),
+            },
+        ))
+    }
+
+    /// Checks the agent's proof; returns the authenticated node name.
+    pub fn finish(self, p: &Proof) -> Result<String, HandshakeError> {
+        let sig: [u8; 64] = decode(&p.sig, "node signature")?;
+        if !verify(
+            &self.node_key,
+            NODE_DOMAIN,
+            &node_msg(&self.nonce_h, &self.nonce_a, &self.hub_key),
+            &sig,
+        ) {
+            return Err(HandshakeError::BadSignature("node"));
+        }
+        Ok(self.node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Keys {
+        hub: KeyPair,
+        node: KeyPair,
+    }
+
+    fn keys() -> Keys {
+        Keys {
+            hub: KeyPair::generate().expect("key"),
+            node: KeyPair::generate().expect("key"),
+        }
+    }
+
+    fn copy(k: &KeyPair) -> KeyPair {
+        KeyPair::from_secret_base64(&k.secret_base64()).expect("copy")
+    }
+
+    #[test]
+    fn both_sides_authenticate() {
+        let k = keys();
+        let node_pub = k.node.public();
+        let (agent, hello) = AgentSide::start("n1", copy(&k.node), k.hub.public()).expect("start");
+        let (hub, ch) = HubSide::challenge(&hello, &k.hub, |n| (n == "n1").then_some(node_pub), 42)
+            .expect("challenge");
+        let (proof, time) = agent.answer(&ch).expect("answer");
+        assert_eq!(time, 42);
+        assert_eq!(hub.finish(&proof).expect("finish"), "n1");
+    }
+
+    #[test]
+    fn impostors_and_replays_fail() {
+        let k = keys();
+        let node_pub = k.node.public();
+        let enrolled = |n: &str| (n == "n1").then_some(node_pub);
+        // A hub that is not the pinned one (or a man in the middle with its own key).
+        let mitm = KeyPair::generate().expect("key");
+        let (agent, hello) = AgentSide::start("n1", copy(&k.node), k.hub.public()).expect("start");
+        let (_, ch) = HubSide::challenge(&hello, &mitm, enrolled, 1).expect("challenge");
+        assert!(matches!(
+            agent.answer(&ch),
+            Err(HandshakeError::UnpinnedHub(_))
+        ));
+        // A cloned name with another key, or an unknown node.
+        let other = KeyPair::generate().expect("key");
+        let (_, hello2) = AgentSide::start("n1", other, k.hub.public()).expect("start");
+        assert!(matches!(
+            HubSide::challenge(&hello2, &k.hub, enrolled, 1),
+            Err(HandshakeError::UnknownNode { .. })
+        ));
+        // A recorded proof does not answer a fresh challenge (new hub nonce).
+        let (agent, hello) = AgentSide::start("n1", copy(&k.node), k.hub.public()).expect("start");
+        let (hub1, ch1) = HubSide::challenge(&hello, &k.hub, enrolled, 1).expect("challenge");
+        let (proof1, _) = agent.answer(&ch1).expect("answer");
+        assert!(hub1.finish(&proof1).is_ok());
+        let (hub2, _) = HubSide::challenge(&hello, &k.hub, enrolled, 2).expect("challenge");
+        assert_eq!(
+            hub2.finish(&proof1),
+            Err(HandshakeError::BadSignature("node"))
+        );
+        // A challenge whose time was altered in flight.
+        let (agent, hello) = AgentSide::start("n1", copy(&k.node), k.hub.public()).expect("start");
+        let (_, mut ch) = HubSide::challenge(&hello, &k.hub, enrolled, 5).expect("challenge");
+        ch.hub_time_ms = 0;
+        assert_eq!(
+            agent.answer(&ch).err(),
+            Some(HandshakeError::BadSignature("hub"))
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! The outbox and inbox against a reference model, with crashes (close and reopen of both
+//! files) injected between steps, lost and duplicated transmissions, and skips.
+
+use super::*;
+use crate::keys::KeyPair;
+use proptest::prelude::*;
+
+fn stream(owner: &KeyPair) -> StreamId {
+    StreamId {
+        owner: owner.public(),
+        instance: "i1".into(),
+        receiver: "n1".into(),
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    /// The owner accepts a new message (or, if `skip`, a skip marker for its position).
+    Send { skip: bool },
+    /// The owner transmits its unacked window; each envelope is delivered or lost, and
+    /// delivered ones may arrive twice and in reverse order.
+    Transmit {
+        lose: Vec<bool>,
+        dup: bool,
+        reverse: bool,
+    },
+    /// Both processes crash and restart.
+    Crash,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => Just(Step::Send { skip: false }),
+        1 => Just(Step::Send { skip: true }),
+        3 => (proptest::collection::vec(any::<bool>(), 0..8), any::<bool>(), any::<bool>())
+            .prop_map(|(lose, dup, reverse)| Step::Transmit { lose, dup, reverse }),
+        1 => Just(Step::Crash),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn nothing_lost_nothing_twice_in_order(steps in proptest::collection::vec(step(), 1..40)) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (out_path, in_path) = (dir.path().join("owner.db"), dir.path().join("node.db"));
+        let owner = KeyPair::generate().expect("key");
+        let s = stream(&owner);
+        let mut outbox = DeliveryStore::open(&out_path).expect("open");
+        let mut inbox = DeliveryStore::open(&in_path).expect("open");
+        // Reference model: what was accepted, in order (id or skip).
+        let mut accepted: Vec<Option<String>> = Vec::new();
+        // Envelope bytes here are "id" or "skip" (signatures are tested in envelope.rs).
+        for st in steps.iter().cloned().chain(std::iter::once(Step::Transmit { lose: vec![], dup: false, reverse: false })) {
+            match st {
+                Step::Send { skip } => {
+                    let id = if skip { None } else { Some(format!("m{}", accepted.len() + 1)) };
+                    let body = id.clone().unwrap_or_else(|| "skip".into());
+                    let seq = outbox.enqueue(&s, &body, u64::MAX, |_| body.clone().into_bytes()).expect("enqueue");
+                    prop_assert_eq!(seq as usize, accepted.len() + 1);
+                    accepted.push(id);
+                }
+                Step::Transmit { lose, dup, reverse } => {
+                    let mut window = outbox.unacked(&s, 64).expect("unacked");
+                    if reverse { window.reverse(); }
+                    let mut acked = None;
+                    for (i, (seq, env)) in window.iter().enumerate() {
+                        if lose.get(i).copied().unwrap_or(false) { continue; }
+                        let text = String::from_utf8(env.clone()).expect("utf8");
+                        let id = (text != "skip").then_some(text.as_str());
+                        for _ in 0..if dup { 2 } else { 1 } {
+                            let r = inbox.receive(&Arrival { stream: &s, seq: Some(*seq), id, envelope: env }).expect("receive");
+                            acked = Some(r.acked);
+                        }
+                    }
+                    if let Some(a) = acked {
+                        outbox.ack(&s, a).expect("ack");
+                    }
+                }
+                Step::Crash => {
+                    drop(outbox);
+                    drop(inbox);
+                    outbox = DeliveryStore::open(&out_path).expect("reopen");
+                    inbox = DeliveryStore::open(&in_path).expect("reopen");
+                }
+            }
+        }
+        // Drain: transmit until everything is acknowledged (bounded).
+        for _ in 0..accepted.len() + 2 {
+            let window = outbox.unacked(&s, 64).expect("unacked");
+            if window.is_empty() { break; }
+            let mut acked = 0;
+            for (seq, env) in &window {
+                let text = String::from_utf8(env.clone()).expect("utf8");
+                let id = (text != "skip").then_some(text.as_str());
+                acked = inbox.receive(&Arrival { stream: &s, seq: Some(*seq), id, envelope: env }).expect("receive").acked;
+            }
+            outbox.ack(&s, acked).expect("ack");
+        }
+        prop_assert!(outbox.unacked(&s, 64).expect("unacked").is_empty(), "everything delivered");
+        let got: Vec<String> = inbox.inbox_ids(&s).expect("ids").into_iter().map(|(_, id)| id).collect();
+        let want: Vec<String> = accepted.into_iter().flatten().collect();
+        prop_assert_eq!(got, want, "each accepted message stored once, in order; skips stored as nothing");
+    }
+}
+
+#[test]
+fn unordered_messages_are_deduplicated_by_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let owner = KeyPair::generate().expect("key");
+    let s = stream(&owner);
+    let mut inbox = DeliveryStore::open(&dir.path().join("n.db")).expect("open");
+    let a = Arrival {
+        stream: &s,
+        seq: None,
+        id: Some("u1"),
+        envelope: b"x",
+    };
+    let r1 = inbox.receive(&a).expect("receive");
+    let r2 = inbox.receive(&a).expect("receive");
+    assert_eq!(r1.released.len(), 1);
+    assert!(r2.duplicate && r2.released.is_empty());
+}
+
+#[test]
+fn expiry_dead_letters_and_a_skip_lets_the_stream_move_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let owner = KeyPair::generate().expect("key");
+    let s = stream(&owner);
+    let mut outbox = DeliveryStore::open(&dir.path().join("o.db")).expect("open");
+    let mut inbox = DeliveryStore::open(&dir.path().join("n.db")).expect("open");
+    outbox
+        .enqueue(&s, "m1", 100, |_| b"m1".to_vec())
+        .expect("enqueue");
+    outbox
+        .enqueue(&s, "m2", 10_000, |_| b"m2".to_vec())
+        .expect("enqueue");
+    // Nothing expires early.
+    assert!(
+        outbox
+            .expire(99, |_, _| b"skip".to_vec())
+            .expect("expire")
+            .is_empty()
+    );
+    let dead = outbox.expire(100, |_, _| b"skip".to_vec()).expect("expire");
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].seq, dead[0].id.as_str()), (1, "m1"));
+    assert_eq!(outbox.dead_letters().expect("dead").len(), 1);
+    // A second pass does not dead-letter the skip marker itself.
+    assert!(
+        outbox
+            .expire(5_000, |_, _| b"skip".to_vec())
+            .expect("expire")
+            .is_empty()
+    );
+    // The receiver gets the skip at 1 and m2 at 2.
+    let mut acked = 0;
+    for (seq, env) in outbox.unacked(&s, 10).expect("unacked") {
+        let id = (env != b"skip").then(|| String::from_utf8(env.clone()).expect("utf8"));
+        acked = inbox
+            .receive(&Arrival {
+                stream: &s,
+                seq: Some(seq),
+                id: id.as_deref(),
+                envelope: &env,
+            })
+            .expect("receive")
+            .acked;
+    }
+    assert_eq!(acked, 2);
+    let ids: Vec<String> = inbox
+        .inbox_ids(&s)
+        .expect("ids")
+        .into_iter()
+        .map(|(_, i)| i)
+        .collect();
+    assert_eq!(ids, vec!["m2"]);
+}

@@ -1,0 +1,93 @@
+//! Local administration on the hub's data directory (run on the hub's machine, guarded by
+//! file permissions): join tokens and operators. These work whether the hub runs or not.
+
+use crate::{db, now_ms};
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use reeve_delivery::join::JoinToken;
+use reeve_delivery::keys::PublicKey;
+use rusqlite::{Connection, params};
+use std::path::Path;
+
+fn open(dir: &Path) -> Result<Connection> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = crate::db_path(dir);
+    // Creates the delivery tables too, so the file is complete for the hub.
+    let store = reeve_delivery::store::DeliveryStore::open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    store
+        .conn()
+        .execute_batch(db::SCHEMA)
+        .context("cannot create the hub's tables")?;
+    drop(store);
+    let c = Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    c.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(c)
+}
+
+/// Makes a one-time join token for the hub at `url`, valid for `ttl_ms`.
+pub fn create_token(dir: &Path, url: &str, ttl_ms: u64) -> Result<JoinToken> {
+    let id = crate::identity::load_or_create(dir)?;
+    let c = open(dir)?;
+    let now = now_ms();
+    let token = JoinToken::create(
+        url,
+        &id.key.public().fingerprint(),
+        now.saturating_add(ttl_ms),
+    )?;
+    c.execute(
+        "INSERT INTO hub_tokens (digest, created_ms, expires_at_ms) VALUES (?1, ?2, ?3)",
+        params![
+            db::digest(token.secret()),
+            now as i64,
+            token.expires_at_ms as i64
+        ],
+    )
+    .context("cannot store the token")?;
+    Ok(token)
+}
+
+/// The roles an operator can have, weakest first.
+pub const ROLES: &[&str] = &["viewer", "operator", "admin"];
+
+/// Adds (or replaces) operator `name` with `role` and optionally their public key (which
+/// signs what they send); returns their new API token.
+pub fn add_operator(dir: &Path, name: &str, role: &str, key: Option<&str>) -> Result<String> {
+    if !ROLES.contains(&role) {
+        bail!("unknown role {role:?}: use one of {}", ROLES.join(", "));
+    }
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
+    {
+        bail!("operator name {name:?}: use 1-64 letters, digits, '.', '_', '-', '@'");
+    }
+    if let Some(k) = key {
+        PublicKey::from_base64(k).with_context(|| format!("{k:?} is not a public key"))?;
+    }
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let token = format!(
+        "rvo_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+    );
+    let c = open(dir)?;
+    c.execute(
+        "INSERT INTO hub_operators (name, role, key, token_digest, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(name) DO UPDATE SET role = ?2, key = ?3, token_digest = ?4",
+        params![name, role, key, db::digest(&token), now_ms() as i64],
+    )
+    .context("cannot store the operator")?;
+    Ok(token)
+}
+
+/// Removes operator `name` (their token stops working at once).
+pub fn remove_operator(dir: &Path, name: &str) -> Result<()> {
+    let c = open(dir)?;
+    if c.execute("DELETE FROM hub_operators WHERE name = ?1", params![name])? == 0 {
+        bail!("no operator named {name:?}");
+    }
+    Ok(())
+}

@@ -1,0 +1,1154 @@
+//! The HTTP API under `/api/v1` (JSON). Operators authenticate with a bearer token made by
+//! `reeve hub operator add`; roles: viewer (read), operator (send), admin. What an operator
+//! sends must also be signed by their own key (the authorization signature): the token says
+//! who calls the API, the signature is what nodes' policies judge. Joining nodes use
+//! `POST /api/v1/join` with a one-time token instead.
+
+use crate::{Hub, db, now_ms, sql};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{MatchedPath, Path, Query, Request, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use reeve_delivery::envelope::Authorized;
+use reeve_delivery::keys::PublicKey;
+use rusqlite::params;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// An API error: status and a message for the caller.
+pub struct ApiError(StatusCode, String);
+
+/// The body of every error answer.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for a person.
+    pub error: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+fn internal(e: anyhow::Error) -> ApiError {
+    tracing::warn!("API error: {e:#}");
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+/// A count or position in a query: a non-negative integer that fits a signed 64-bit one
+/// (what the document promises and every JSON reader takes).
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
+pub struct Count(pub u64);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u64::deserialize(d)?;
+        if v > i64::MAX as u64 {
+            return Err(serde::de::Error::custom(format!(
+                "{v} is over {}",
+                i64::MAX
+            )));
+        }
+        Ok(Self(v))
+    }
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(v)| v).map_err(|e| bad(e.body_text()))
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// The documented routes: each handler carries its OpenAPI description, so the router and
+/// the document ([`crate::openapi::document`]) are made from the same list.
+pub fn routes() -> OpenApiRouter<Arc<Hub>> {
+    OpenApiRouter::with_openapi(crate::openapi::base())
+        .routes(routes!(health))
+        .routes(routes!(openapi_json))
+        .routes(routes!(me))
+        .routes(routes!(join))
+        .routes(routes!(nodes))
+        .routes(routes!(node))
+        .routes(routes!(node_request))
+        .routes(routes!(messages, send))
+        .routes(routes!(message))
+        .routes(routes!(errors))
+        .routes(routes!(events))
+        .routes(routes!(stream))
+        .routes(routes!(metrics))
+}
+
+/// The routes; `relay` adds the node relay endpoint (only on the TLS listener). Besides the
+/// documented API: the relay WebSocket and the dashboard's static files.
+pub fn router(hub: Arc<Hub>, relay: bool) -> Router {
+    let (mut r, _) = routes().split_for_parts();
+    if relay {
+        r = r.route("/relay", get(relay_upgrade));
+    }
+    r.merge(crate::dashboard::routes())
+        .layer(axum::middleware::from_fn_with_state(hub.clone(), count))
+        .with_state(hub)
+}
+
+/// Counts every answer by method, route template and status (`reeve_hub_api_requests_total`).
+async fn count(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Response {
+    let method = match req.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => m.to_string(),
+        _ => "other".to_string(),
+    };
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let resp = next.run(req).await;
+    hub.metrics.request(&method, &route, resp.status().as_u16());
+    resp
+}
+
+async fn relay_upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(crate::relay::MAX_FRAME)
+        .max_frame_size(crate::relay::MAX_FRAME)
+        .write_buffer_size(8 * 1024)
+        // tungstenite's default read buffer is 128 KiB per connection: most of an idle
+        // node's cost at the hub.
+        .read_buffer_size(8 * 1024)
+        .on_upgrade(move |socket| crate::relay::handle(hub, socket))
+}
+
+fn rank(role: &str) -> u8 {
+    crate::admin::ROLES
+        .iter()
+        .position(|r| *r == role)
+        .map_or(0, |p| p as u8 + 1)
+}
+
+/// The calling operator, if their token is valid and their role is at least `need`.
+fn authorize(hub: &Hub, headers: &HeaderMap, need: &str) -> Result<db::Operator, ApiError> {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing bearer token (reeve hub operator add makes one)".into(),
+            )
+        })?;
+    let op = hub
+        .read(|c| db::operator_by_token(c, token.trim()))
+        .map_err(internal)?
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unknown token".into()))?;
+    if rank(&op.role) < rank(need) {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("role {} may not do this (needs {need})", op.role),
+        ));
+    }
+    Ok(op)
+}
+
+/// Answer of `GET /api/v1/health`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+    /// The hub's reeve version.
+    pub version: String,
+    /// The hub's public key (base64): nodes pin it.
+    pub hub_key: String,
+    /// Its fingerprint (what join tokens name).
+    pub hub_fingerprint: String,
+    /// The hub's clock, ms since the epoch (the fleet's reference).
+    pub hub_time_ms: u64,
+}
+
+/// The hub's version, key and time.
+#[utoipa::path(get, path = "/api/v1/health", tag = "hub", security(()),
+    responses((status = 200, description = "The hub is up", body = Health)))]
+async fn health(State(hub): State<Arc<Hub>>) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        hub_key: hub.public_key().to_base64(),
+        hub_fingerprint: hub.public_key().fingerprint(),
+        hub_time_ms: now_ms(),
+    })
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "hub", security(()),
+    responses((status = 200, description = "The OpenAPI document of this API", body = Object)))]
+async fn openapi_json() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        crate::openapi::json(),
+    )
+        .into_response()
+}
+
+/// Answer of `GET /api/v1/me`.
+#[derive(Serialize, ToSchema)]
+pub struct Me {
+    /// The operator's name.
+    pub name: String,
+    /// `viewer`, `operator` or `admin`.
+    pub role: String,
+}
+
+/// Who the token belongs to.
+#[utoipa::path(get, path = "/api/v1/me", tag = "hub",
+    responses(
+        (status = 200, description = "The calling operator", body = Me),
+        (status = 401, description = "No or unknown token", body = ErrorBody)))]
+async fn me(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> ApiResult {
+    let op = authorize(&hub, &headers, "viewer")?;
+    Ok(Json(Me {
+        name: op.name,
+        role: op.role,
+    })
+    .into_response())
+}
+
+/// The Prometheus metrics (no token: counts only). The classic text format, or
+/// OpenMetrics when asked for with `Accept: application/openmetrics-text`.
+#[utoipa::path(get, path = "/metrics", tag = "hub", security(()),
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
+async fn metrics(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> ApiResult {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let body = hub.metrics.render(&hub, openmetrics).map_err(internal)?;
+    let ct = if openmetrics {
+        crate::metrics::OPENMETRICS
+    } else {
+        crate::metrics::CLASSIC
+    };
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(ct))], body).into_response())
+}
+
+/// Body of `POST /api/v1/join`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinBody {
+    /// The join token's secret.
+    pub secret: String,
+    /// The node's name: 1-63 lowercase letters, digits, '-', '.', '_', starting with a
+    /// letter or digit; not `hub`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")]
+    pub node: String,
+    /// The node's public key (base64).
+    pub key: String,
+}
+
+/// Is `name` usable as a node name (it appears in paths and stream keys)?
+pub fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name != "hub"
+        && name.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' || c == '_'
+        })
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// Answer of `POST /api/v1/join`.
+#[derive(Serialize, ToSchema)]
+pub struct Joined {
+    /// The node's name.
+    pub node: String,
+    /// The hub's public key (base64).
+    pub hub_key: String,
+    /// The hub's clock, ms since the epoch.
+    pub hub_time_ms: u64,
+}
+
+/// Enrols a node with a one-time join token (`reeve agent join`).
+#[utoipa::path(post, path = "/api/v1/join", tag = "nodes", security(()), request_body = JoinBody,
+    responses(
+        (status = 200, description = "Enrolled", body = Joined),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 403, description = "Unknown, used or expired token, or a name taken by another key", body = ErrorBody)))]
+async fn join(
+    State(hub): State<Arc<Hub>>,
+    body: Result<Json<JoinBody>, JsonRejection>,
+) -> ApiResult {
+    let invalid = |msg: String| {
+        hub.metrics.join("invalid");
+        bad(msg)
+    };
+    let Json(b) = body.map_err(|e| invalid(e.body_text()))?;
+    if !valid_node_name(&b.node) {
+        return Err(invalid(format!(
+            "node name {:?}: use 1-63 lowercase letters, digits, '-', '.', '_' (not \"hub\")",
+            b.node
+        )));
+    }
+    let key = PublicKey::from_base64(&b.key).map_err(|e| invalid(format!("key: {e}")))?;
+    let (now, digest) = (now_ms(), db::digest(&b.secret));
+    let (node, key64) = (b.node.clone(), key.to_base64());
+    let outcome: Result<(), String> = hub
+        .writer
+        .run(move |s| {
+            let c = s.conn();
+            let tok: Option<(i64, Option<String>)> = rusqlite::OptionalExtension::optional(c.query_row(
+                "SELECT expires_at_ms, used_by FROM hub_tokens WHERE digest = ?1",
+                params![digest],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            ))
+            .map_err(sql("read token"))?;
+            let refuse = |why: &str| -> Result<Result<(), String>, reeve_delivery::store::StoreError> {
+                db::log_error(c, now, Some(&node), "join_refused", why).map_err(sql("log"))?;
+                Ok(Err(why.to_string()))
+            };
+            match tok {
+                None => return refuse("unknown join token"),
+                Some((_, Some(by))) => return refuse(&format!("this join token was used already (by {by})")),
+                Some((exp, None)) if exp as u64 <= now => return refuse("this join token has expired"),
+                _ => {}
+            }
+            if let Some(k) = db::node_key(c, &node).map_err(sql("read node"))?
+                && k != key64
+            {
+                return refuse(&format!("a node named {node} is enrolled with another key (reeve hub node remove frees the name)"));
+            }
+            c.execute(
+                "INSERT INTO hub_nodes (name, key, enrolled_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET key = ?2",
+                params![node, key64, now as i64],
+            )
+            .map_err(sql("enrol"))?;
+            c.execute("UPDATE hub_tokens SET used_by = ?2 WHERE digest = ?1", params![digest, node])
+                .map_err(sql("use token"))?;
+            Ok(Ok(()))
+        })
+        .await
+        .map_err(|e| internal(e.into()))?;
+    hub.bump();
+    match outcome {
+        Ok(()) => {
+            hub.metrics.join("enrolled");
+            Ok(Json(Joined {
+                node: b.node,
+                hub_key: hub.public_key().to_base64(),
+                hub_time_ms: now_ms(),
+            })
+            .into_response())
+        }
+        Err(why) => {
+            hub.metrics.join("refused");
+            Err(ApiError(StatusCode::FORBIDDEN, why))
+        }
+    }
+}
+
+/// Query of `GET /api/v1/nodes`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NodesQuery {
+    /// Only nodes whose name contains this.
+    pub search: Option<String>,
+    /// Only nodes connected now (true) or not (false).
+    pub online: Option<bool>,
+    /// Skip this many.
+    #[serde(default)]
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub offset: Count,
+    /// At most this many (default 100; more than 1000 gives 1000).
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub limit: Option<Count>,
+}
+
+fn with_online(hub: &Hub, mut n: db::NodeRow) -> db::NodeRow {
+    n.online = hub.is_online(&n.name);
+    n
+}
+
+/// A page of rows: `limit` (default 100, at most 1000) from `offset`.
+fn page(offset: Count, limit: Option<Count>) -> (u64, u64) {
+    (offset.0, limit.map_or(100, |l| l.0).min(1000))
+}
+
+/// Nodes by name, with their connection state and facts.
+#[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes", params(NodesQuery),
+    responses(
+        (status = 200, description = "A page of nodes", body = Vec<db::NodeRow>,
+            headers(("X-Total-Count" = u64, description = "How many nodes match, all pages together"))),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 401, description = "No or unknown token", body = ErrorBody)))]
+async fn nodes(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    q: Result<Query<NodesQuery>, QueryRejection>,
+) -> ApiResult {
+    authorize(&hub, &headers, "viewer")?;
+    let q = query(q)?;
+    let (offset, limit) = page(q.offset, q.limit);
+    let search = q.search.as_deref();
+    let (total, rows) = match q.online {
+        None => hub
+            .read(|c| {
+                Ok((
+                    db::count_nodes(c, search)?,
+                    db::nodes(c, search, offset, limit)?,
+                ))
+            })
+            .map_err(internal)?,
+        // Connection state lives in memory: filter the names, then read one page.
+        Some(want) => {
+            let names: Vec<String> = hub
+                .read(|c| db::node_names(c, search))
+                .map_err(internal)?
+                .into_iter()
+                .filter(|n| hub.is_online(n) == want)
+                .collect();
+            let rows = hub
+                .read(|c| {
+                    let mut rows = Vec::new();
+                    for n in names.iter().skip(offset as usize).take(limit as usize) {
+                        rows.extend(db::node(c, n)?);
+                    }
+                    Ok(rows)
+                })
+                .map_err(internal)?;
+            (names.len() as u64, rows)
+        }
+    };
+    let list: Vec<_> = rows.into_iter().map(|n| with_online(&hub, n)).collect();
+    Ok((
+        [(
+            header::HeaderName::from_static("x-total-count"),
+            HeaderValue::from(total),
+        )],
+        Json(list),
+    )
+        .into_response())
+}
+
+/// One node.
+#[utoipa::path(get, path = "/api/v1/nodes/{name}", tag = "nodes",
+    params(("name" = String, Path, description = "The node's name")),
+    responses(
+        (status = 200, description = "The node", body = db::NodeRow),
+        (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 404, description = "No such node", body = ErrorBody)))]
+async fn node(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    authorize(&hub, &headers, "viewer")?;
+    match hub.read(|c| db::node(c, &name)).map_err(internal)? {
+        Some(n) => Ok(Json(with_online(&hub, n)).into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no node named {name:?}"),
+        )),
+    }
+}
+
+/// Body of `POST /api/v1/messages`: requests signed by the operator's key.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendBody {
+    /// One authorized request per target node (1 to 10000), as `reeve send` makes them
+    /// (docs/delivery.md).
+    #[schema(value_type = Vec<AuthorizedRequest>, min_items = 1, max_items = 10000)]
+    pub requests: Vec<Authorized>,
+}
+
+/// A request signed by its author (the wire form of `Authorized`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AuthorizedRequest {
+    /// Base64 of the request's JSON bytes.
+    body: String,
+    /// The signer's public key (base64).
+    signer: String,
+    /// Base64 Ed25519 signature over `body`'s bytes.
+    sig: String,
+}
+
+/// One accepted message.
+#[derive(Serialize, ToSchema)]
+pub struct AcceptedMessage {
+    /// The request id.
+    pub id: String,
+    /// Its position in the node's stream.
+    pub seq: u64,
+    /// `accepted`.
+    pub state: String,
+}
+
+/// Answer of `POST /api/v1/messages`.
+#[derive(Serialize, ToSchema)]
+pub struct SendAnswer {
+    /// What was accepted, in order.
+    pub accepted: Vec<AcceptedMessage>,
+}
+
+/// Sends requests signed by the caller's own key; each is durable in its node's stream
+/// ("accepted") when this answers.
+#[utoipa::path(post, path = "/api/v1/messages", tag = "messages", request_body = SendBody,
+    responses(
+        (status = 202, description = "Accepted", body = SendAnswer),
+        (status = 400, description = "Malformed or refused request", body = ErrorBody),
+        (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 403, description = "Role too weak, or not signed by the caller's key", body = ErrorBody)))]
+async fn send(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    body: Result<Json<SendBody>, JsonRejection>,
+) -> ApiResult {
+    let op = authorize(&hub, &headers, "operator")?;
+    let Json(b) = body.map_err(|e| bad(e.body_text()))?;
+    if b.requests.is_empty() || b.requests.len() > 10_000 {
+        return Err(bad("send 1 to 10000 requests"));
+    }
+    let Some(op_key) = op.key.clone() else {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("operator {} has no registered key to sign with", op.name),
+        ));
+    };
+    // Check everything before accepting anything.
+    for a in &b.requests {
+        if a.signer.to_base64() != op_key {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "request signed by {}, not by {}'s key",
+                    a.signer.fingerprint(),
+                    op.name
+                ),
+            ));
+        }
+        let r = reeve_delivery::envelope::check_authorized(a).map_err(|e| bad(e.to_string()))?;
+        if r.from != op.name {
+            return Err(bad(format!(
+                "request says it is from {:?}, but the caller is {}",
+                r.from, op.name
+            )));
+        }
+    }
+    // All at once: the delivery writer commits concurrent requests together (one fsync for
+    // the batch instead of one each); each one's first poll queues it, in order.
+    let results =
+        futures_util::future::join_all(b.requests.into_iter().map(|a| hub.accept(a, &op.name)))
+            .await;
+    let mut accepted = Vec::new();
+    for r in results {
+        let (id, seq) = r.map_err(|e| {
+            let msg = format!("{e:#}");
+            if msg.starts_with("refused") {
+                bad(msg)
+            } else {
+                internal(e)
+            }
+        })?;
+        accepted.push(AcceptedMessage {
+            id,
+            seq,
+            state: "accepted".into(),
+        });
+    }
+    Ok((StatusCode::ACCEPTED, Json(SendAnswer { accepted })).into_response())
+}
+
+/// A message's state.
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageState {
+    /// Durable in the hub's outbox.
+    Accepted,
+    /// Stored in the node's inbox.
+    Delivered,
+    /// Its reply is back.
+    Replied,
+    /// Expired before delivery (a dead letter).
+    Expired,
+}
+
+impl MessageState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Delivered => "delivered",
+            Self::Replied => "replied",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// Query of `GET /api/v1/messages`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MessagesQuery {
+    /// Only messages in this state.
+    pub state: Option<MessageState>,
+    /// Only messages to this node.
+    pub node: Option<String>,
+    /// Skip this many.
+    #[serde(default)]
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub offset: Count,
+    /// At most this many (default 100; more than 1000 gives 1000).
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub limit: Option<Count>,
+}
+
+/// Messages, newest first.
+#[utoipa::path(get, path = "/api/v1/messages", tag = "messages", params(MessagesQuery),
+    responses(
+        (status = 200, description = "A page of messages", body = Vec<db::MessageRow>),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 401, description = "No or unknown token", body = ErrorBody)))]
+async fn messages(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    q: Result<Query<MessagesQuery>, QueryRejection>,
+) -> ApiResult {
+    authorize(&hub, &headers, "viewer")?;
+    let q = query(q)?;
+    let (offset, limit) = page(q.offset, q.limit);
+    let state = q.state.map(MessageState::as_str);
+    let node = q.node.as_deref().filter(|n| !n.is_empty());
+    let rows = hub
+        .read(|c| db::messages(c, state, node, offset, limit))
+        .map_err(internal)?;
+    Ok(Json(rows).into_response())
+}
+
+/// Query of `GET /api/v1/messages/{id}`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// Wait up to this many seconds for a reply (long poll; more than 60 gives 60).
+    #[serde(default)]
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub wait: Count,
+}
+
+/// One message and its reply; with `wait`, answers once it is replied or expired, or
+/// when the time is up.
+#[utoipa::path(get, path = "/api/v1/messages/{id}", tag = "messages",
+    params(("id" = String, Path, description = "The request id"), WaitQuery),
+    responses(
+        (status = 200, description = "The message", body = db::MessageRow),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 404, description = "No such message", body = ErrorBody)))]
+async fn message(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+) -> ApiResult {
+    authorize(&hub, &headers, "viewer")?;
+    let q = query(q)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.0.min(60));
+    let mut changes = hub.changes.subscribe();
+    loop {
+        changes.borrow_and_update();
+        let row = hub.read(|c| db::message(c, &id)).map_err(internal)?;
+        let Some(row) = row else {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no message {id:?}"),
+            ));
+        };
+        let settled = row.state == "replied" || row.state == "expired";
+        if settled || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(row).into_response());
+        }
+        let _ = tokio::time::timeout_at(deadline, changes.changed()).await;
+    }
+}
+
+/// Query of `GET /api/v1/errors`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LimitQuery {
+    /// At most this many (default 100; more than 1000 gives 1000).
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub limit: Option<Count>,
+}
+
+/// The central error log, newest first: dead letters, refusals, clones, node errors.
+#[utoipa::path(get, path = "/api/v1/errors", tag = "fleet", params(LimitQuery),
+    responses(
+        (status = 200, description = "The newest entries", body = Vec<db::ErrorRow>),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 401, description = "No or unknown token", body = ErrorBody)))]
+async fn errors(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    q: Result<Query<LimitQuery>, QueryRejection>,
+) -> ApiResult {
+    authorize(&hub, &headers, "viewer")?;
+    let q = query(q)?;
+    let (_, limit) = page(Count(0), q.limit);
+    let rows = hub.read(|c| db::errors(c, limit)).map_err(internal)?;
+    Ok(Json(rows).into_response())
+}
+
+/// Query of `GET /api/v1/events`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Only this node.
+    pub node: Option<String>,
+    /// Only this service.
+    pub service: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// At most this many (default 100; more than 1000 gives 1000).
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub limit: Option<Count>,
+}
+
+/// Node events forwarded by the agents, newest first.
+#[utoipa::path(get, path = "/api/v1/events", tag = "fleet", params(EventsQuery),
+    responses(
+        (status = 200, description = "The newest matching events", body = Vec<db::EventRow>),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 401, description = "No or unknown token", body = ErrorBody)))]
+async fn events(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> ApiResult {
+    authorize(&hub, &headers, "viewer")?;
+    let q = query(q)?;
+    let (_, limit) = page(Count(0), q.limit);
+    let rows = hub
+        .read(|c| {
+            db::events(
+                c,
+                q.node.as_deref(),
+                q.service.as_deref(),
+                q.kind.as_deref(),
+                limit,
+            )
+        })
+        .map_err(internal)?;
+    Ok(Json(rows).into_response())
+}
+
+/// Server-Sent Events: `node_event` (one event, as `GET /api/v1/events` shows it) as
+/// nodes forward them, and `change` whenever fleet state changed (connections, message
+/// states). Never ends by itself.
+#[utoipa::path(get, path = "/api/v1/stream", tag = "fleet",
+    responses(
+        (status = 200, description = "An endless event stream", body = String, content_type = "text/event-stream"),
+        (status = 401, description = "No or unknown token", body = ErrorBody)))]
+async fn stream(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> ApiResult {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    authorize(&hub, &headers, "viewer")?;
+    let open = hub.metrics.stream_opened();
+    let state = (hub.events.subscribe(), hub.changes.subscribe(), open);
+    let s = futures_util::stream::unfold(state, |(mut ev, mut ch, open)| async move {
+        let item = tokio::select! {
+            e = ev.recv() => match e {
+                Ok(v) => Event::default().event("node_event").data(v.to_string()),
+                // A slow reader is told to reload rather than silently missing events.
+                Err(RecvError::Lagged(_)) => Event::default().event("change").data("{\"lagged\":true}"),
+                Err(RecvError::Closed) => return None,
+            },
+            c = ch.changed() => match c {
+                Ok(()) => Event::default().event("change").data("{}"),
+                Err(_) => return None,
+            },
+        };
+        Some((Ok::<_, std::convert::Infallible>(item), (ev, ch, open)))
+    });
+    Ok(Sse::new(s)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(20)))
+        .into_response())
+}
+
+/// Body of `POST /api/v1/nodes/{name}/requests`: what the dashboard sends. The hub signs it
+/// with its own key on behalf of the operator; each node's policy decides what the hub's
+/// key may do (by default service control and queries, never `exec`).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeRequestBody {
+    /// The method (`service.restart`, `ops.ps`, …).
+    #[schema(min_length = 1, max_length = 64)]
+    pub method: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: serde_json::Value,
+    /// Time limit on the node, ms.
+    pub method_timeout_ms: Option<u64>,
+}
+
+/// Answer of `POST /api/v1/nodes/{name}/requests`.
+#[derive(Serialize, ToSchema)]
+pub struct RequestAccepted {
+    /// The request id (`GET /api/v1/messages/{id}` follows it).
+    pub id: String,
+    /// `accepted`.
+    pub state: String,
+}
+
+/// Sends a request to a node, signed by the hub's key on behalf of the caller (what the
+/// dashboard sends).
+#[utoipa::path(post, path = "/api/v1/nodes/{name}/requests", tag = "nodes",
+    params(("name" = String, Path, description = "The node's name")),
+    request_body = NodeRequestBody,
+    responses(
+        (status = 202, description = "Accepted", body = RequestAccepted),
+        (status = 400, description = "Malformed or refused request", body = ErrorBody),
+        (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 404, description = "No such node", body = ErrorBody)))]
+async fn node_request(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<Json<NodeRequestBody>, JsonRejection>,
+) -> ApiResult {
+    let op = authorize(&hub, &headers, "operator")?;
+    let Json(b) = body.map_err(|e| bad(e.body_text()))?;
+    if b.method.is_empty() || b.method.len() > 64 {
+        return Err(bad("method: 1 to 64 characters"));
+    }
+    if hub
+        .read(|c| Ok(db::node_key(c, &name)?))
+        .map_err(internal)?
+        .is_none()
+    {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no node named {name:?} is enrolled"),
+        ));
+    }
+    let mut r = reeve_delivery::envelope::Request::new(
+        "hub",
+        &name,
+        &b.method,
+        b.args,
+        now_ms().saturating_add(crate::DEFAULT_TTL_MS),
+    );
+    r.on_behalf_of = Some(op.name.clone());
+    r.method_timeout_ms = b.method_timeout_ms;
+    let auth = reeve_delivery::envelope::authorize(&r, &hub.key).map_err(|e| internal(e.into()))?;
+    let (id, _) = hub.accept(auth, &op.name).await.map_err(|e| {
+        let msg = format!("{e:#}");
+        if msg.starts_with("refused") {
+            bad(msg)
+        } else {
+            internal(e)
+        }
+    })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RequestAccepted {
+            id,
+            state: "accepted".into(),
+        }),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        hub: Arc<Hub>,
+        app: Router,
+        token: String,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = Hub::open(dir.path()).expect("hub");
+        let token =
+            crate::admin::add_operator(dir.path(), "alice", "viewer", None).expect("operator");
+        let app = router(hub.clone(), true);
+        Fixture {
+            _dir: dir,
+            hub,
+            app,
+            token,
+        }
+    }
+
+    async fn call(
+        app: &Router,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+    ) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = app
+            .clone()
+            .oneshot(req.body(Body::empty()).expect("request"))
+            .await
+            .expect("answer");
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 24).await.expect("body");
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (parts.status, parts.headers, json)
+    }
+
+    /// The (method, path) pairs the document describes.
+    fn documented() -> Vec<(String, String)> {
+        let doc = serde_json::to_value(crate::openapi::document()).expect("json");
+        let mut out = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for m in item.as_object().expect("item").keys() {
+                out.push((m.to_uppercase(), path.clone()));
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn every_route_is_in_the_document_and_every_documented_route_answers() {
+        let f = fixture();
+        let doc = documented();
+        assert!(doc.len() >= 14, "{doc:?}");
+        for (m, p) in &doc {
+            let uri = p.replace("{name}", "n1").replace("{id}", "x");
+            let (status, ..) = call(&f.app, m, &uri, None).await;
+            assert!(
+                status != StatusCode::NOT_FOUND || p.contains('{'),
+                "{m} {p} is documented but not routed"
+            );
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{m} {p}");
+            // Every other method on a documented path is absent from the router too.
+            for other in METHODS {
+                if !doc.iter().any(|(m2, p2)| m2 == other && p2 == p) {
+                    let (status, ..) = call(&f.app, other, &uri, None).await;
+                    assert_eq!(
+                        status,
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "{other} {p} is routed but not documented"
+                    );
+                }
+            }
+        }
+        // Routes added outside the documented list: only these, which are not the API.
+        let src = include_str!("api.rs");
+        let extra: Vec<&str> = src
+            .match_indices(concat!(".route", "(\""))
+            .map(|(i, pat)| {
+                let rest = &src[i + pat.len()..];
+                &rest[..rest.find('"').expect("end of path")]
+            })
+            .collect();
+        assert_eq!(
+            extra,
+            vec!["/relay"],
+            "document these routes (routes!) or list them here"
+        );
+        assert!(
+            doc.iter()
+                .all(|(_, p)| p.starts_with("/api/v1/") || p == "/metrics")
+        );
+    }
+
+    #[test]
+    fn the_document_has_the_bearer_scheme_and_public_routes_need_none() {
+        let doc = serde_json::to_value(crate::openapi::document()).expect("json");
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        assert_eq!(doc["security"][0]["bearer"], serde_json::json!([]));
+        for p in [
+            "/api/v1/health",
+            "/api/v1/join",
+            "/api/v1/openapi.json",
+            "/metrics",
+        ] {
+            let op = doc["paths"][p]
+                .as_object()
+                .and_then(|o| o.values().next())
+                .expect(p);
+            assert_eq!(op["security"], serde_json::json!([{}]), "{p}");
+        }
+        let served: serde_json::Value =
+            serde_json::from_str(crate::openapi::json()).expect("served json");
+        assert_eq!(served, doc);
+    }
+
+    #[tokio::test]
+    async fn me_nodes_filters_total_count_and_message_paging() {
+        let f = fixture();
+        let (status, _, body) = call(&f.app, "GET", "/api/v1/me", Some(&f.token)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, serde_json::json!({"name": "alice", "role": "viewer"}));
+        let (status, ..) = call(&f.app, "GET", "/api/v1/me", Some("rvo_nope")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+        f.hub
+            .writer
+            .run(|s| {
+                for (i, n) in ["a_1", "ab", "b", "c"].iter().enumerate() {
+                    s.conn()
+                        .execute(
+                            "INSERT INTO hub_nodes (name, key, enrolled_ms) VALUES (?1, ?2, 1)",
+                            params![n, format!("k{i}")],
+                        )
+                        .map_err(sql("node"))?;
+                    for j in 0..3 {
+                        s.conn()
+                            .execute(
+                                "INSERT INTO hub_messages (id, node, seq, method, sender, state, created_ms, expires_at_ms)
+                                 VALUES (?1, ?2, ?3, 'm', 'alice', 'accepted', ?3, 9)",
+                                params![format!("{n}-{j}"), n, (i * 10 + j) as i64],
+                            )
+                            .map_err(sql("message"))?;
+                    }
+                }
+                db::record_facts(s.conn(), "b", "{\"os\":\"linux\"}", 42).map_err(sql("facts"))?;
+                Ok(())
+            })
+            .await
+            .expect("rows");
+        for name in ["ab", "c"] {
+            f.hub.live.lock().expect("live").insert(
+                name.into(),
+                Arc::new(crate::Live {
+                    conn_id: 1,
+                    wake: Default::default(),
+                    probe: Default::default(),
+                    kick: Default::default(),
+                    probe_nonce: 0.into(),
+                    pong_nonce: 0.into(),
+                }),
+            );
+        }
+        let names = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .expect("list")
+                .iter()
+                .map(|n| n["name"].as_str().expect("name").to_string())
+                .collect()
+        };
+        let total = |h: &HeaderMap| -> u64 {
+            h["x-total-count"]
+                .to_str()
+                .expect("ascii")
+                .parse()
+                .expect("number")
+        };
+        let t = Some(f.token.as_str());
+        let (_, h, body) = call(&f.app, "GET", "/api/v1/nodes?limit=2", t).await;
+        assert_eq!(
+            (names(&body), total(&h)),
+            (vec!["a_1".into(), "ab".into()], 4)
+        );
+        let (_, h, body) = call(&f.app, "GET", "/api/v1/nodes?online=true", t).await;
+        assert_eq!(
+            (names(&body), total(&h)),
+            (vec!["ab".into(), "c".into()], 2)
+        );
+        assert_eq!(body[0]["online"], true);
+        let (_, h, body) = call(&f.app, "GET", "/api/v1/nodes?online=false&offset=1", t).await;
+        assert_eq!((names(&body), total(&h)), (vec!["b".into()], 2));
+        assert_eq!(body[0]["facts"]["os"], "linux");
+        assert_eq!(body[0]["facts_ms"], 42);
+        // `_` is a literal in a search, not a wildcard.
+        let (_, h, body) = call(&f.app, "GET", "/api/v1/nodes?search=_", t).await;
+        assert_eq!((names(&body), total(&h)), (vec!["a_1".into()], 1));
+        let (status, _, body) = call(&f.app, "GET", "/api/v1/nodes?online=maybe", t).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body["error"].is_string(), "{body}");
+
+        let ids = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .expect("list")
+                .iter()
+                .map(|m| m["id"].as_str().expect("id").to_string())
+                .collect()
+        };
+        let (_, _, body) = call(&f.app, "GET", "/api/v1/messages?node=ab&limit=2", t).await;
+        assert_eq!(ids(&body), vec!["ab-2", "ab-1"]);
+        let (_, _, body) = call(&f.app, "GET", "/api/v1/messages?node=ab&offset=2", t).await;
+        assert_eq!(ids(&body), vec!["ab-0"]);
+        let (_, _, body) = call(&f.app, "GET", "/api/v1/messages?state=replied", t).await;
+        assert_eq!(ids(&body), Vec::<String>::new());
+        let (status, ..) = call(&f.app, "GET", "/api/v1/messages?state=lost", t).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn metrics_count_requests_by_route_and_need_no_token() {
+        let f = fixture();
+        let t = Some(f.token.as_str());
+        call(&f.app, "GET", "/api/v1/nodes/zz", t).await;
+        call(&f.app, "GET", "/api/v1/nodes", None).await;
+        let resp = f
+            .app
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .uri("/metrics")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("answer");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .expect("ascii")
+                .starts_with("text/plain; version=0.0.4")
+        );
+        let text = String::from_utf8(
+            axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .expect("body")
+                .to_vec(),
+        )
+        .expect("utf-8");
+        assert!(
+            text.contains(
+                "reeve_hub_api_requests_total{method=\"GET\",route=\"/api/v1/nodes/{name}\",status=\"404\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "reeve_hub_api_requests_total{method=\"GET\",route=\"/api/v1/nodes\",status=\"401\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("reeve_hub_nodes_enrolled 0\n"), "{text}");
+        assert!(
+            text.contains("reeve_hub_messages{state=\"expired\"} 0\n"),
+            "{text}"
+        );
+    }
+}

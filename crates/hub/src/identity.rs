@@ -1,0 +1,64 @@
+//! The hub's identity, created on first start in its data directory: its Ed25519 key
+//! (`hub.key`, mode 0600: nodes pin it at join) and a self-signed TLS certificate
+//! (`tls-cert.der`, `tls-key.der`). Trust never depends on the certificate (nodes pin the
+//! key and prove it in the relay handshake); TLS keeps the traffic private.
+
+use anyhow::{Context, Result};
+use reeve_delivery::keys::KeyPair;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// What the hub is.
+pub struct Identity {
+    /// Signs sequenced envelopes, handshakes and dashboard requests.
+    pub key: KeyPair,
+    /// The TLS certificate (DER).
+    pub cert_der: Vec<u8>,
+    /// Its private key (PKCS#8 DER).
+    pub cert_key_der: Vec<u8>,
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Loads the identity from `dir`, creating what is missing.
+pub fn load_or_create(dir: &Path) -> Result<Identity> {
+    let key_path = dir.join("hub.key");
+    let key = if key_path.exists() {
+        let text = std::fs::read_to_string(&key_path)
+            .with_context(|| format!("cannot read {}", key_path.display()))?;
+        KeyPair::from_secret_base64(text.trim())
+            .with_context(|| format!("{} is not a reeve key", key_path.display()))?
+    } else {
+        let k = KeyPair::generate().context("cannot create the hub key")?;
+        write_private(&key_path, format!("{}\n", k.secret_base64()).as_bytes())?;
+        k
+    };
+    let (cert_path, cert_key_path) = (dir.join("tls-cert.der"), dir.join("tls-key.der"));
+    if !cert_path.exists() || !cert_key_path.exists() {
+        let names = vec!["localhost".to_string(), "reeve-hub".to_string()];
+        let ck = rcgen::generate_simple_self_signed(names)
+            .context("cannot create the hub's TLS certificate")?;
+        let _ = std::fs::remove_file(&cert_key_path);
+        let _ = std::fs::remove_file(&cert_path);
+        write_private(&cert_key_path, &ck.signing_key.serialize_der())?;
+        write_private(&cert_path, ck.cert.der())?;
+    }
+    Ok(Identity {
+        key,
+        cert_der: std::fs::read(&cert_path)
+            .with_context(|| format!("cannot read {}", cert_path.display()))?,
+        cert_key_der: std::fs::read(&cert_key_path)
+            .with_context(|| format!("cannot read {}", cert_key_path.display()))?,
+    })
+}

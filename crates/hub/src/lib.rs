@@ -1,0 +1,365 @@
+//! The reeve hub (DESIGN.md §2.6): nodes join with one-time tokens and keep one relay
+//! connection each; operators' requests are sequenced into one durable stream per node and
+//! forwarded at once or stored until the node is back (store-and-forward); replies and the
+//! central error log come back the same way. The HTTP API serves operators and the CLI.
+//!
+//! Code map: [`identity`] (key and certificate), [`db`] (tables), [`relay`] (one task per
+//! connected node), [`api`] (HTTP), [`openapi`] (its OpenAPI document), [`metrics`]
+//! (Prometheus), [`serve`] (listeners), [`admin`] (local commands that work on the data
+//! directory: join tokens, operators), [`backup`] (backup, restore, the data directory's
+//! lock).
+
+pub mod admin;
+pub mod api;
+pub mod backup;
+pub mod dashboard;
+pub mod db;
+pub mod identity;
+pub mod metrics;
+pub mod openapi;
+pub mod registry;
+pub mod relay;
+pub mod serve;
+
+use anyhow::{Context, Result, bail};
+use reeve_delivery::envelope::{Authorized, Content, Sequenced, StreamId, check_authorized, seal};
+use reeve_delivery::keys::{KeyPair, PublicKey};
+use reeve_delivery::store::parse_stream_key;
+use reeve_delivery::writer::Writer;
+use rusqlite::{Connection, params};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, watch};
+
+/// The hub's settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where its key, certificate and database live.
+    pub data_dir: PathBuf,
+    /// The TLS listener (relay, API, dashboard).
+    pub listen: SocketAddr,
+    /// An optional plain-HTTP listener for the API and dashboard (no relay), meant for
+    /// loopback or behind a reverse proxy.
+    pub http: Option<SocketAddr>,
+    /// The URL nodes use to reach the hub (put in join tokens); default from `listen`.
+    pub url: Option<String>,
+    /// A module registry folder to serve at `/registry/` (for `reeve dev`).
+    pub registry_dir: Option<PathBuf>,
+}
+
+/// A node's live connection.
+pub(crate) struct Live {
+    pub(crate) conn_id: u64,
+    /// New messages for the node: push now.
+    pub(crate) wake: Notify,
+    /// Ping the node now (another connection claims its key).
+    pub(crate) probe: Notify,
+    /// Close this connection: it was found dead and a new one replaces it.
+    pub(crate) kick: Notify,
+    /// The nonce of the last probe ping sent on it.
+    pub(crate) probe_nonce: std::sync::atomic::AtomicU64,
+    /// The nonce of the last pong received on it.
+    pub(crate) pong_nonce: std::sync::atomic::AtomicU64,
+}
+
+/// The running hub's shared state.
+pub struct Hub {
+    pub(crate) key: Arc<KeyPair>,
+    pub(crate) instance: String,
+    pub(crate) writer: Writer,
+    pub(crate) read: Mutex<Connection>,
+    pub(crate) live: Mutex<HashMap<String, Arc<Live>>>,
+    pub(crate) changes: watch::Sender<u64>,
+    /// Node events as they arrive (for live streams).
+    pub(crate) events: tokio::sync::broadcast::Sender<Arc<serde_json::Value>>,
+    pub(crate) next_conn: std::sync::atomic::AtomicU64,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: metrics::Metrics,
+    /// Held while the hub serves from its data directory (restore refuses it).
+    _lock: backup::DataDirLock,
+}
+
+/// Milliseconds since the epoch (the hub's clock is the fleet's reference).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The database file in a hub data directory.
+pub fn db_path(dir: &Path) -> PathBuf {
+    dir.join("hub.db")
+}
+
+/// How long a message lives by default before it is dead-lettered (30 days).
+pub const DEFAULT_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
+
+impl Hub {
+    /// Opens the hub's state in `dir` (creating it).
+    pub fn open(dir: &Path) -> Result<Arc<Self>> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let lock = backup::DataDirLock::acquire(dir)?;
+        let id = identity::load_or_create(dir)?;
+        let path = db_path(dir);
+        let mut store = reeve_delivery::store::DeliveryStore::open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        db::migrate(store.conn())?;
+        let instance = store.instance().context("cannot read the hub's instance")?;
+        drop(store);
+        let writer =
+            Writer::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        let read =
+            Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        read.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(Arc::new(Self {
+            key: Arc::new(id.key),
+            instance,
+            writer,
+            read: Mutex::new(read),
+            live: Mutex::new(HashMap::new()),
+            changes: watch::channel(0).0,
+            events: tokio::sync::broadcast::channel(1024).0,
+            next_conn: std::sync::atomic::AtomicU64::new(1),
+            metrics: metrics::Metrics::new(),
+            _lock: lock,
+        }))
+    }
+
+    /// The hub's public key (nodes pin it).
+    pub fn public_key(&self) -> PublicKey {
+        self.key.public()
+    }
+
+    /// Runs `f` on the read connection.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let c = self
+            .read
+            .lock()
+            .map_err(|_| anyhow::anyhow!("hub read lock poisoned"))?;
+        f(&c)
+    }
+
+    /// One message's record.
+    pub fn message(&self, id: &str) -> Result<Option<db::MessageRow>> {
+        self.read(|c| db::message(c, id))
+    }
+
+    /// Is `node` connected now?
+    pub fn is_online(&self, node: &str) -> bool {
+        self.live.lock().is_ok_and(|l| l.contains_key(node))
+    }
+
+    pub(crate) fn bump(&self) {
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// The stream the hub owns towards `node`.
+    pub fn stream_to(&self, node: &str) -> StreamId {
+        StreamId {
+            owner: self.key.public(),
+            instance: self.instance.clone(),
+            receiver: node.into(),
+        }
+    }
+
+    /// Accepts an authorized request for its node: checks the signature and that the
+    /// target is enrolled, then puts it in the node's stream (durable when this returns:
+    /// "accepted") and wakes the node's connection. `sender` is the operator's name.
+    pub async fn accept(&self, auth: Authorized, sender: &str) -> Result<(String, u64)> {
+        let request = check_authorized(&auth).context("refused")?;
+        let now = now_ms();
+        if request.expires_at_ms <= now {
+            bail!("refused: request {} has already expired", request.id);
+        }
+        if self.read(|c| Ok(db::node_key(c, &request.to)?))?.is_none() {
+            bail!("refused: no node named {:?} is enrolled", request.to);
+        }
+        let stream = self.stream_to(&request.to);
+        let key = self.key.clone();
+        let (id, node, method) = (
+            request.id.clone(),
+            request.to.clone(),
+            request.method.clone(),
+        );
+        let sender = sender.to_string();
+        let (s2, id2) = (stream.clone(), id.clone());
+        let seq = self
+            .writer
+            .run(move |s| {
+                let known: Option<String> = rusqlite::OptionalExtension::optional(s.conn().query_row(
+                    "SELECT id FROM hub_messages WHERE id = ?1",
+                    params![id2],
+                    |r| r.get(0),
+                ))
+                .map_err(sql("check id"))?;
+                if known.is_some() {
+                    return Ok(None);
+                }
+                let seq = s.enqueue(&s2, &id2, request.expires_at_ms, |seq| {
+                    seal(
+                        &Sequenced { stream: s2.clone(), seq: Some(seq), content: Content::Request { auth } },
+                        &key,
+                    )
+                    .unwrap_or_default()
+                })?;
+                s.conn()
+                    .execute(
+                        "INSERT INTO hub_messages (id, node, seq, method, sender, state, created_ms, expires_at_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 'accepted', ?6, ?7)",
+                        params![id2, node, seq as i64, method, sender, now as i64, request.expires_at_ms as i64],
+                    )
+                    .map_err(sql("record message"))?;
+                Ok(Some(seq))
+            })
+            .await
+            .context("cannot store the message")?;
+        let Some(seq) = seq else {
+            bail!("refused: a message with id {id} exists already (a replay?)");
+        };
+        self.metrics.message_accepted();
+        self.wake(&stream.receiver);
+        self.bump();
+        Ok((id, seq))
+    }
+
+    pub(crate) fn wake(&self, node: &str) {
+        if let Some(l) = self.live.lock().ok().and_then(|l| l.get(node).cloned()) {
+            l.wake.notify_one();
+        }
+    }
+
+    /// Dead-letters what expired: a skip marker takes its place, the message is marked
+    /// `expired` and the central error log says so.
+    pub async fn expire(&self) -> Result<usize> {
+        let key = self.key.clone();
+        let now = now_ms();
+        let expired = self
+            .writer
+            .run(move |s| {
+                let gone = s.expire(now, |k, seq| {
+                    parse_stream_key(k)
+                        .and_then(|stream| {
+                            seal(
+                                &Sequenced {
+                                    stream,
+                                    seq: Some(seq),
+                                    content: Content::Skip { reason: "expired".into() },
+                                },
+                                &key,
+                            )
+                            .ok()
+                        })
+                        .unwrap_or_default()
+                })?;
+                for e in &gone {
+                    let node = parse_stream_key(&e.stream_key).map(|s| s.receiver);
+                    s.conn()
+                        .execute(
+                            "UPDATE hub_messages SET state = 'expired' WHERE id = ?1",
+                            params![e.id],
+                        )
+                        .map_err(sql("mark expired"))?;
+                    db::log_error(
+                        s.conn(),
+                        now,
+                        node.as_deref(),
+                        "dead_letter",
+                        &format!("message {} (seq {}) expired before delivery; a skip marker replaces it", e.id, e.seq),
+                    )
+                    .map_err(sql("log dead letter"))?;
+                }
+                Ok(gone.into_iter().filter_map(|e| parse_stream_key(&e.stream_key)).map(|s| s.receiver).collect::<Vec<_>>())
+            })
+            .await?;
+        self.metrics.dead_lettered(expired.len() as u64);
+        for n in &expired {
+            self.wake(n);
+        }
+        if !expired.is_empty() {
+            self.bump();
+        }
+        Ok(expired.len())
+    }
+}
+
+/// Maps an SQL error inside a writer job to the store's error type.
+pub(crate) fn sql(
+    what: &'static str,
+) -> impl FnOnce(rusqlite::Error) -> reeve_delivery::store::StoreError {
+    move |source| reeve_delivery::store::StoreError::Sql { what, source }
+}
+
+/// A started hub.
+pub struct Running {
+    /// The hub's state.
+    pub hub: Arc<Hub>,
+    /// Where the TLS listener is bound.
+    pub tls_addr: SocketAddr,
+    /// Where the plain-HTTP listener is bound, if any.
+    pub http_addr: Option<SocketAddr>,
+    /// The URL put in join tokens.
+    pub url: String,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts the hub: opens its state, binds its listeners, starts the expiry sweep.
+pub async fn start(config: &Config) -> Result<Running> {
+    let hub = Hub::open(&config.data_dir)?;
+    let id = identity::load_or_create(&config.data_dir)?;
+    let acceptor = serve::tls_acceptor(&id)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let tls_addr = listener.local_addr()?;
+    let with_registry = |r: axum::Router| match &config.registry_dir {
+        Some(d) => r.merge(registry::routes(d.clone())),
+        None => r,
+    };
+    let mut tasks = vec![tokio::spawn(serve::tls(
+        listener,
+        acceptor,
+        with_registry(api::router(hub.clone(), true)),
+    ))];
+    let mut http_addr = None;
+    if let Some(addr) = config.http {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        http_addr = Some(l.local_addr()?);
+        tasks.push(tokio::spawn(serve::plain(
+            l,
+            with_registry(api::router(hub.clone(), false)),
+        )));
+    }
+    let h = hub.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            if let Err(e) = h.expire().await {
+                tracing::warn!("expiry sweep failed: {e:#}");
+            }
+        }
+    }));
+    let url = config
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("https://{tls_addr}"));
+    Ok(Running {
+        hub,
+        tls_addr,
+        http_addr,
+        url,
+        tasks,
+    })
+}

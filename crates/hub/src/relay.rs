@@ -1,0 +1,635 @@
+//! One task per connected node (DESIGN.md §2.1 "relay"): the mutual Ed25519 handshake in
+//! the first frames, then both directions of delivery over the one WebSocket:
+//! - hub → node: the node's stream is pushed through a sliding window from the durable
+//!   outbox (what a node misses while offline waits there: store-and-forward); the node's
+//!   cumulative acks mark messages `delivered`;
+//! - node → hub: envelopes the node sequenced (replies, `hello`, `error.log`) are verified,
+//!   stored in the hub's inbox, acknowledged, then applied.
+//!
+//! Frames: binary = one sealed envelope; text = JSON ([`Frame`] acks and refusals, and the
+//! handshake). A second live connection with a node's key is refused and reported (a cloned
+//! machine). Frames larger than [`MAX_FRAME`] close the connection.
+
+use crate::{Hub, Live, db, now_ms, sql};
+use anyhow::{Context, Result, anyhow, bail};
+use axum::extract::ws::{Message, WebSocket};
+use reeve_delivery::envelope::{Payload, Trust, open};
+use reeve_delivery::handshake::{Challenge, Hello, HubSide, Proof, Verdict};
+use reeve_delivery::keys::PublicKey;
+use reeve_delivery::link::{Frame, Outgoing};
+use rusqlite::params;
+use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Largest frame accepted (an envelope is at most 1 MiB; some room for framing).
+pub const MAX_FRAME: usize = (1 << 20) + 4096;
+/// Messages in flight per stream.
+pub const WINDOW: usize = 512;
+/// First retransmission timeout. TCP loses nothing within a connection, and a new
+/// connection resends at once, so this only covers a peer that silently stopped acking.
+pub const RTO_MS: u64 = 30_000;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+async fn recv_text(ws: &mut WebSocket) -> Result<String> {
+    loop {
+        let m = tokio::time::timeout(HANDSHAKE_TIMEOUT, ws.recv())
+            .await
+            .map_err(|_| anyhow!("handshake timed out"))?
+            .ok_or_else(|| anyhow!("closed during the handshake"))??;
+        match m {
+            Message::Text(t) => return Ok(t.to_string()),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            _ => bail!("unexpected frame during the handshake"),
+        }
+    }
+}
+
+/// A send that cannot hang on a peer that stopped reading (a half-dead link).
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn send(ws: &mut WebSocket, m: Message) -> Result<()> {
+    tokio::time::timeout(SEND_TIMEOUT, ws.send(m))
+        .await
+        .map_err(|_| anyhow!("the node stopped reading (send timed out)"))?
+        .context("send")
+}
+
+async fn send_json(ws: &mut WebSocket, v: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string(v)?;
+    send(ws, Message::Text(text.into())).await
+}
+
+async fn refuse(hub: &Hub, ws: &mut WebSocket, node: Option<&str>, kind: &str, reason: String) {
+    hub.metrics.refusal(kind);
+    tracing::warn!(node, %reason, "relay connection refused");
+    let _ = send_json(
+        ws,
+        &Verdict::Refused {
+            reason: reason.clone(),
+        },
+    )
+    .await;
+    let _ = ws.send(Message::Close(None)).await;
+    let (node, kind) = (node.map(str::to_string), kind.to_string());
+    let now = now_ms();
+    let _ = hub
+        .writer
+        .run(move |s| {
+            db::log_error(s.conn(), now, node.as_deref(), &kind, &reason).map_err(sql("log"))
+        })
+        .await;
+    hub.bump();
+}
+
+/// Serves one relay connection until it closes.
+pub async fn handle(hub: Arc<Hub>, mut ws: WebSocket) {
+    let hello: Hello = match recv_text(&mut ws)
+        .await
+        .and_then(|t| Ok(serde_json::from_str(&t)?))
+    {
+        Ok(h) => h,
+        Err(e) => return refuse(&hub, &mut ws, None, "refused", format!("bad hello: {e:#}")).await,
+    };
+    let enrolled = hub
+        .read(|c| Ok(db::node_key(c, &hello.node)?))
+        .ok()
+        .flatten()
+        .and_then(|k| PublicKey::from_base64(&k).ok());
+    let (side, challenge): (HubSide, Challenge) =
+        match HubSide::challenge(&hello, &hub.key, |_| enrolled, now_ms()) {
+            Ok(v) => v,
+            Err(e) => {
+                return refuse(&hub, &mut ws, Some(&hello.node), "refused", e.to_string()).await;
+            }
+        };
+    if send_json(&mut ws, &challenge).await.is_err() {
+        return;
+    }
+    let proof: Proof = match recv_text(&mut ws)
+        .await
+        .and_then(|t| Ok(serde_json::from_str(&t)?))
+    {
+        Ok(p) => p,
+        Err(e) => {
+            return refuse(
+                &hub,
+                &mut ws,
+                Some(&hello.node),
+                "refused",
+                format!("bad proof: {e:#}"),
+            )
+            .await;
+        }
+    };
+    let node = match side.finish(&proof) {
+        Ok(n) => n,
+        Err(e) => return refuse(&hub, &mut ws, Some(&hello.node), "refused", e.to_string()).await,
+    };
+    let conn_id = hub.next_conn.fetch_add(1, Ordering::Relaxed);
+    let live = Arc::new(Live {
+        conn_id,
+        wake: tokio::sync::Notify::new(),
+        probe: tokio::sync::Notify::new(),
+        kick: tokio::sync::Notify::new(),
+        probe_nonce: 0.into(),
+        pong_nonce: 0.into(),
+    });
+    let clash = !register(&hub, &node, &live).await;
+    if clash {
+        let reason = format!(
+            "node {node} is already connected with this key: a second live connection is refused (a cloned machine or disk?)"
+        );
+        return refuse(&hub, &mut ws, Some(&node), "clone", reason).await;
+    }
+    touch(&hub, &node).await;
+    hub.bump();
+    tracing::info!(%node, "node connected");
+    let result = match send_json(
+        &mut ws,
+        &Verdict::Welcome {
+            hub_time_ms: now_ms(),
+        },
+    )
+    .await
+    {
+        Ok(()) => session(&hub, &mut ws, &node, hello.node_key, &live).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        tracing::info!(%node, "node connection ended: {e:#}");
+    }
+    if let Ok(mut l) = hub.live.lock()
+        && l.get(&node).is_some_and(|x| x.conn_id == conn_id)
+    {
+        l.remove(&node);
+    }
+    touch(&hub, &node).await;
+    hub.bump();
+}
+
+/// How long a connection that already holds a node's key has to answer a ping before a
+/// new connection with that key replaces it (a node that rebooted leaves a dead one).
+const PROBE: Duration = Duration::from_secs(3);
+
+/// Registers `live` as `node`'s connection. If another one holds the key, it is probed:
+/// alive means the newcomer is a clone (false is returned); dead means it is replaced.
+async fn register(hub: &Hub, node: &str, live: &Arc<Live>) -> bool {
+    let old = {
+        let Ok(mut l) = hub.live.lock() else {
+            return false;
+        };
+        match l.get(node) {
+            Some(old) => old.clone(),
+            None => {
+                l.insert(node.to_string(), live.clone());
+                return true;
+            }
+        }
+    };
+    let nonce = rand_nonce();
+    old.probe_nonce.store(nonce, Ordering::Relaxed);
+    old.probe.notify_one();
+    let deadline = tokio::time::Instant::now() + PROBE;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Only the answer to this very ping counts (not frames that were already queued).
+        if old.pong_nonce.load(Ordering::Relaxed) == nonce {
+            return false;
+        }
+        if hub.live.lock().is_ok_and(|l| !l.contains_key(node)) {
+            break;
+        }
+    }
+    old.kick.notify_one();
+    let Ok(mut l) = hub.live.lock() else {
+        return false;
+    };
+    tracing::info!(%node, "a dead connection was replaced by a new one");
+    l.insert(node.to_string(), live.clone());
+    true
+}
+
+fn rand_nonce() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_be_bytes(b) | 1
+}
+
+async fn touch(hub: &Hub, node: &str) {
+    let (node, now) = (node.to_string(), now_ms());
+    let _ = hub
+        .writer
+        .run(move |s| {
+            s.conn()
+                .execute(
+                    "UPDATE hub_nodes SET last_seen_ms = ?2 WHERE name = ?1",
+                    params![node, now as i64],
+                )
+                .map_err(sql("last seen"))
+        })
+        .await;
+}
+
+async fn session(
+    hub: &Arc<Hub>,
+    ws: &mut WebSocket,
+    node: &str,
+    node_key: PublicKey,
+    live: &Live,
+) -> Result<()> {
+    let stream = hub.stream_to(node);
+    let mut out = Outgoing::new(stream.clone(), hub.writer.clone(), WINDOW, RTO_MS);
+    out.on_reconnect();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut acked_upto = 0u64;
+    let mut push = true;
+    loop {
+        if push {
+            let s = stream.clone();
+            let unacked = hub.writer.run(move |st| st.unacked(&s, WINDOW)).await?;
+            for f in out.poll(now_ms(), unacked).await {
+                if let Frame::Envelope { bytes } = f {
+                    send(ws, Message::Binary(bytes.into())).await?;
+                    hub.metrics.frame_out();
+                }
+            }
+            push = false;
+        }
+        tokio::select! {
+            m = ws.recv() => {
+                let Some(m) = m else { return Ok(()) };
+                hub.metrics.frame_in();
+                match m.context("receive")? {
+                    Message::Binary(b) => {
+                        if b.len() > MAX_FRAME {
+                            bail!("frame of {} bytes is over the limit", b.len());
+                        }
+                        let answer = from_node(hub, node, node_key, &b).await?;
+                        send_json_frame(ws, &answer).await?;
+                        hub.metrics.frame_out();
+                    }
+                    Message::Text(t) => match serde_json::from_str::<Frame>(&t) {
+                        Ok(Frame::Ack { stream: s, upto }) if s == stream => {
+                            out.on_ack(upto).await?;
+                            delivered(hub, node, acked_upto, upto).await?;
+                            acked_upto = acked_upto.max(upto);
+                            push = true;
+                        }
+                        Ok(Frame::Refused { reason }) => {
+                            hub.metrics.refusal("refused_by_node");
+                            let (n, now) = (node.to_string(), now_ms());
+                            hub.writer
+                                .run(move |s| db::log_error(s.conn(), now, Some(&n), "refused_by_node", &reason).map_err(sql("log")))
+                                .await?;
+                            hub.bump();
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            send_json_frame(ws, &Frame::Refused { reason: format!("malformed frame: {e}") }).await?;
+                        }
+                    },
+                    Message::Close(_) => return Ok(()),
+                    Message::Pong(p) => {
+                        if let Ok(b) = <[u8; 8]>::try_from(&p[..]) {
+                            live.pong_nonce.store(u64::from_be_bytes(b), Ordering::Relaxed);
+                        }
+                    }
+                    Message::Ping(_) => {}
+                }
+            }
+            _ = live.wake.notified() => push = true,
+            _ = live.probe.notified() => {
+                let n = live.probe_nonce.load(Ordering::Relaxed);
+                send(ws, Message::Ping(n.to_be_bytes().to_vec().into())).await?;
+            }
+            _ = live.kick.notified() => bail!("replaced by a newer connection with this node's key"),
+            _ = tick.tick() => push = true,
+        }
+    }
+}
+
+async fn send_json_frame(ws: &mut WebSocket, f: &Frame) -> Result<()> {
+    send(ws, Message::Text(serde_json::to_string(f)?.into())).await
+}
+
+/// Marks the messages in `(from, upto]` delivered (only that range: a scan of the node's
+/// whole history per ack grew with it).
+async fn delivered(hub: &Hub, node: &str, from: u64, upto: u64) -> Result<()> {
+    let (node, now) = (node.to_string(), now_ms());
+    let n = hub
+        .writer
+        .run(move |s| {
+            s.conn()
+                .execute(
+                    "UPDATE hub_messages SET state = 'delivered', delivered_ms = ?3
+                     WHERE node = ?1 AND seq > ?4 AND seq <= ?2 AND state = 'accepted'",
+                    params![node, upto as i64, now as i64, from as i64],
+                )
+                .map_err(sql("mark delivered"))
+        })
+        .await?;
+    if n > 0 {
+        hub.metrics.delivered(n as u64);
+        hub.bump();
+    }
+    Ok(())
+}
+
+/// Takes one envelope the node sequenced: verify, store, acknowledge, apply.
+async fn from_node(hub: &Arc<Hub>, node: &str, node_key: PublicKey, bytes: &[u8]) -> Result<Frame> {
+    let now = now_ms();
+    let checked = {
+        let owners = move |k: &PublicKey| *k == node_key;
+        let trust = Trust {
+            me: "hub",
+            owners: &owners,
+            signers: &owners,
+            now_ms: now,
+        };
+        open(bytes, &trust)
+    };
+    let opened = match checked {
+        Ok(o) => o,
+        Err(e) => {
+            let (n, reason) = (node.to_string(), e.to_string());
+            let r2 = reason.clone();
+            hub.writer
+                .run(move |s| {
+                    db::log_error(s.conn(), now, Some(&n), "refused", &r2).map_err(sql("log"))
+                })
+                .await?;
+            hub.metrics.refusal("refused");
+            return Ok(Frame::Refused { reason });
+        }
+    };
+    let id = match &opened.payload {
+        Payload::Request { request, .. } => Some(request.id.clone()),
+        Payload::Skip { .. } => None,
+    };
+    // Storing the arrival and applying what it released are one transaction: a crash
+    // can never leave a stored-and-acknowledged request unapplied.
+    let (stream, seq, envelope, n) = (
+        opened.stream.clone(),
+        opened.seq,
+        bytes.to_vec(),
+        node.to_string(),
+    );
+    let fw = Forwarder {
+        key: hub.key.clone(),
+        instance: hub.instance.clone(),
+    };
+    let (receipt, applied) = hub
+        .writer
+        .run(move |s| {
+            let receipt = s.receive(&reeve_delivery::store::Arrival {
+                stream: &stream,
+                seq,
+                id: id.as_deref(),
+                envelope: &envelope,
+            })?;
+            let released: Vec<String> = receipt
+                .released
+                .iter()
+                .filter_map(|r| r.id.clone())
+                .collect();
+            let applied = apply(s, &fw, &n, node_key, released)?;
+            Ok((receipt, applied))
+        })
+        .await?;
+    for e in applied.fresh {
+        let _ = hub.events.send(Arc::new(e));
+    }
+    for n in applied.wake {
+        hub.wake(&n);
+    }
+    hub.bump();
+    Ok(Frame::Ack {
+        stream: opened.stream,
+        upto: receipt.acked,
+    })
+}
+
+/// Applies what a node sent, in stream order, inside the transaction that stored it; each
+/// request is marked done with its effect. Returns the events that were new.
+fn apply(
+    s: &mut reeve_delivery::store::DeliveryStore,
+    fw: &Forwarder,
+    node: &str,
+    node_key: PublicKey,
+    ids: Vec<String>,
+) -> Result<Applied, reeve_delivery::store::StoreError> {
+    let now = now_ms();
+    let owners = move |k: &PublicKey| *k == node_key;
+    let mut fresh = Vec::new();
+    let mut wake = Vec::new();
+    for id in ids {
+        let Some((env, _)) = s.inbox_get(&id)? else {
+            continue;
+        };
+        // Verified when it arrived; opened again to read it (expiry does not
+        // apply twice: `now_ms` 0).
+        let trust = Trust {
+            me: "hub",
+            owners: &owners,
+            signers: &owners,
+            now_ms: 0,
+        };
+        let Ok(opened) = open(&env, &trust) else {
+            continue;
+        };
+        let Payload::Request { request, .. } = opened.payload else {
+            continue;
+        };
+        match (&request.in_reply_to, request.method.as_str()) {
+            (Some(to), _) => {
+                let reply = serde_json::to_string(&request.args).unwrap_or_default();
+                let n = s
+                    .conn()
+                    .execute(
+                        "UPDATE hub_messages SET state = 'replied', reply = ?3, replied_ms = ?4
+                         WHERE id = ?1 AND node = ?2 AND state != 'replied'",
+                        params![to, node, reply, now as i64],
+                    )
+                    .map_err(sql("record reply"))?;
+                // A request one node sent another: the reply goes back to the sender, signed
+                // by the hub (the sender's policy trusts the hub's key for replies).
+                let sender: Option<String> =
+                    rusqlite::OptionalExtension::optional(s.conn().query_row(
+                        "SELECT sender FROM hub_messages WHERE id = ?1",
+                        params![to],
+                        |r| r.get(0),
+                    ))
+                    .map_err(sql("read sender"))?;
+                if let Some(origin) = sender.filter(|_| n == 1)
+                    && db::node_key(s.conn(), &origin)
+                        .map_err(sql("read node"))?
+                        .is_some()
+                {
+                    let mut back = reeve_delivery::envelope::Request::new(
+                        "hub",
+                        &origin,
+                        &request.method,
+                        serde_json::json!({ "from": node, "reply": request.args }),
+                        now.saturating_add(crate::DEFAULT_TTL_MS),
+                    );
+                    back.in_reply_to = Some(to.clone());
+                    if let Ok(auth) = reeve_delivery::envelope::authorize(&back, &fw.key) {
+                        fw.forward(
+                            s,
+                            &origin,
+                            &back.id,
+                            &back.method,
+                            "hub",
+                            back.expires_at_ms,
+                            auth,
+                            now,
+                        )?;
+                        wake.push(origin);
+                    }
+                }
+            }
+            (None, _) if request.to != "hub" => {
+                // Node to node, through the hub: the hub sequences it into the target's
+                // stream, keeping the sender's own authorization for the target to judge.
+                let known = db::node_key(s.conn(), &request.to)
+                    .map_err(sql("read node"))?
+                    .is_some();
+                match reeve_delivery::envelope::authorization_of(&env) {
+                    Some(auth) if known => {
+                        fw.forward(
+                            s,
+                            &request.to,
+                            &request.id,
+                            &request.method,
+                            node,
+                            request.expires_at_ms,
+                            auth,
+                            now,
+                        )?;
+                        wake.push(request.to.clone());
+                    }
+                    _ => {
+                        db::log_error(
+                            s.conn(),
+                            now,
+                            Some(node),
+                            "refused",
+                            &format!(
+                                "{} sent {} to unknown node {:?}",
+                                node, request.method, request.to
+                            ),
+                        )
+                        .map_err(sql("log"))?;
+                    }
+                }
+            }
+            (None, "hello") => {
+                let facts = serde_json::to_string(&request.args).unwrap_or_default();
+                db::record_facts(s.conn(), node, &facts, now).map_err(sql("record facts"))?;
+            }
+            (None, "events") => {
+                let list = request
+                    .args
+                    .get("events")
+                    .and_then(|e| e.as_array())
+                    .cloned()
+                    .unwrap_or_default();
+                for e in list {
+                    if db::insert_event(s.conn(), node, &e).map_err(sql("record event"))? {
+                        fresh.push(db::event_json(node, &e));
+                    }
+                }
+            }
+            (None, "error.log") => {
+                let msg = request
+                    .args
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("")
+                    .to_string();
+                db::log_error(s.conn(), now, Some(node), "node_error", &msg).map_err(sql("log"))?;
+            }
+            (None, other) => {
+                db::log_error(
+                    s.conn(),
+                    now,
+                    Some(node),
+                    "refused",
+                    &format!("the hub has no method {other:?}"),
+                )
+                .map_err(sql("log"))?;
+            }
+        }
+        s.complete(&id, None)?;
+    }
+    Ok(Applied { fresh, wake })
+}
+
+/// What [`apply`] did that the caller acts on after the commit.
+struct Applied {
+    /// Events new to the hub (for live streams).
+    fresh: Vec<serde_json::Value>,
+    /// Nodes whose streams got messages.
+    wake: Vec<String>,
+}
+
+/// What the hub needs to sequence forwarded messages inside a writer job.
+pub(crate) struct Forwarder {
+    pub(crate) key: Arc<reeve_delivery::keys::KeyPair>,
+    pub(crate) instance: String,
+}
+
+impl Forwarder {
+    /// Puts an authorized request in `target`'s stream and records it (once per id).
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        s: &mut reeve_delivery::store::DeliveryStore,
+        target: &str,
+        id: &str,
+        method: &str,
+        sender: &str,
+        expires_at_ms: u64,
+        auth: reeve_delivery::envelope::Authorized,
+        now: u64,
+    ) -> Result<(), reeve_delivery::store::StoreError> {
+        let fresh = s
+            .conn()
+            .execute(
+                "INSERT OR IGNORE INTO hub_messages (id, node, method, sender, state, created_ms, expires_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6)",
+                params![id, target, method, sender, now as i64, expires_at_ms as i64],
+            )
+            .map_err(sql("record forwarded"))?;
+        if fresh == 0 {
+            return Ok(());
+        }
+        let stream = reeve_delivery::envelope::StreamId {
+            owner: self.key.public(),
+            instance: self.instance.clone(),
+            receiver: target.to_string(),
+        };
+        let key = self.key.clone();
+        let st = stream.clone();
+        let seq = s.enqueue(&stream, id, expires_at_ms, move |seq| {
+            reeve_delivery::envelope::seal(
+                &reeve_delivery::envelope::Sequenced {
+                    stream: st,
+                    seq: Some(seq),
+                    content: reeve_delivery::envelope::Content::Request { auth },
+                },
+                &key,
+            )
+            .unwrap_or_default()
+        })?;
+        s.conn()
+            .execute(
+                "UPDATE hub_messages SET seq = ?2 WHERE id = ?1",
+                params![id, seq as i64],
+            )
+            .map_err(sql("record seq"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,13 @@
+//! Wire types shared by reeve's processes: the agent ↔ buddy protocol, service events
+//! and the agent's local HTTP API bodies.
+//!
+//! Invariant: this crate does no IO and depends on serde only, so the small buddy binary
+//! can use it without pulling in a runtime.
+
+pub mod api;
+pub mod buddy;
+pub mod event;
+pub mod time;
+
+/// Milliseconds since the Unix epoch, the one timestamp unit on every wire.
+pub type UnixMillis = u64;

@@ -1,0 +1,243 @@
+//! Client commands: they talk to the running agent over its control socket.
+
+use crate::cli::{AgentSub, Command, ControlArgs};
+use crate::format;
+use anyhow::{Result, bail};
+use reeve_agent::client::{Client, segment};
+use reeve_proto::api::{AgentInfo, LogLines, ReloadReport, ServiceState, ServiceStatus};
+use reeve_proto::event::Event;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// `reeve agent reload|info`.
+pub async fn agent_sub(socket: &Path, sub: AgentSub) -> Result<ExitCode> {
+    let c = Client::new(socket);
+    match sub {
+        AgentSub::Reload { json } => {
+            let r: ReloadReport = c.post("/v1/reload").await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                for (what, list) in [
+                    ("added", &r.added),
+                    ("changed", &r.changed),
+                    ("removed", &r.removed),
+                ] {
+                    if !list.is_empty() {
+                        println!("{what}: {}", list.join(", "));
+                    }
+                }
+                println!("unchanged: {}", r.unchanged.len());
+                for e in &r.errors {
+                    eprintln!("invalid: {e}");
+                }
+            }
+            Ok(if r.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        AgentSub::Info { json } => {
+            let i: AgentInfo = c.get("/v1/agent").await?;
+            if json {
+                print_json(&i)?;
+            } else {
+                println!("reeve agent {} (pid {})", i.version, i.pid);
+                println!("data dir:     {}", i.data_dir);
+                println!("services dir: {}", i.services_dir);
+                println!(
+                    "up:           {}",
+                    format::age(format::now_ms().saturating_sub(i.started_ms))
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentSub::Init { .. } | AgentSub::Join { .. } => {
+            bail!("internal: agent init and join are dispatched elsewhere")
+        }
+    }
+}
+
+/// Every other client command.
+pub async fn run(socket: &Path, cmd: Command) -> Result<ExitCode> {
+    let c = Client::new(socket);
+    match cmd {
+        Command::Ps { json } => {
+            let list: Vec<ServiceStatus> = c.get("/v1/services").await?;
+            if json {
+                print_json(&list)?;
+            } else if list.is_empty() {
+                println!(
+                    "no services (put *.toml files in the services directory, then `reeve agent reload`)"
+                );
+            } else {
+                print!("{}", format::ps_table(&list));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Start(a) => control(&c, "start", a).await,
+        Command::Stop(a) => control(&c, "stop", a).await,
+        Command::Restart(a) => control(&c, "restart", a).await,
+        Command::Reload(a) => control(&c, "reload", a).await,
+        Command::Action { name, action, json } => {
+            let s: ServiceStatus = c
+                .post(&format!(
+                    "/v1/services/{}/actions/{}",
+                    segment(&name),
+                    segment(&action)
+                ))
+                .await?;
+            if json {
+                print_json(&s)?;
+            } else {
+                println!("{name}: {action} done");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Logs {
+            name,
+            follow,
+            lines,
+        } => {
+            let path = format!("/v1/services/{}/logs?lines={lines}", segment(&name));
+            if follow {
+                let mut out = std::io::stdout();
+                c.stream(&format!("{path}&follow=true"), |chunk| {
+                    out.write_all(chunk).and_then(|_| out.flush()).is_ok()
+                })
+                .await?;
+            } else {
+                let l: LogLines = c.get(&path).await?;
+                for line in l.lines {
+                    println!("{line}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Events {
+            service,
+            since,
+            limit,
+            follow,
+            json,
+        } => {
+            let mut q = format!("limit={limit}");
+            if let Some(s) = &service {
+                q.push_str(&format!("&service={}", segment(s)));
+            }
+            if let Some(d) = since {
+                q.push_str(&format!(
+                    "&since_ms={}",
+                    format::now_ms().saturating_sub(d.as_millis() as u64)
+                ));
+            }
+            if follow {
+                let mut buf = Vec::new();
+                let mut out = std::io::stdout();
+                c.stream(&format!("/v1/events/stream?{q}"), |chunk| {
+                    buf.extend_from_slice(chunk);
+                    while let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = buf.drain(..=i).collect();
+                        let text = if json {
+                            String::from_utf8_lossy(&line).trim_end().to_owned()
+                        } else {
+                            match serde_json::from_slice::<Event>(&line) {
+                                Ok(e) => format::event_line(&e),
+                                Err(_) => continue,
+                            }
+                        };
+                        if writeln!(out, "{text}").and_then(|_| out.flush()).is_err() {
+                            return false;
+                        }
+                    }
+                    true
+                })
+                .await?;
+            } else {
+                let evs: Vec<Event> = c.get(&format!("/v1/events?{q}")).await?;
+                if json {
+                    print_json(&evs)?;
+                } else {
+                    for e in &evs {
+                        println!("{}", format::event_line(e));
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Top { interval } => crate::top::run(c, interval).await,
+        Command::Agent(_)
+        | Command::Module(_)
+        | Command::State(_)
+        | Command::Key(_)
+        | Command::Hub(_)
+        | Command::Dev(_)
+        | Command::Send(_)
+        | Command::Nodes { .. }
+        | Command::Messages { .. }
+        | Command::Errors { .. } => {
+            bail!("internal: agent, module and hub commands are dispatched elsewhere")
+        }
+    }
+}
+
+async fn control(c: &Client, op: &str, a: ControlArgs) -> Result<ExitCode> {
+    if a.all {
+        if op != "start" && op != "stop" {
+            bail!("--all works with start and stop only");
+        }
+        #[derive(serde::Deserialize, serde::Serialize)]
+        struct AllReport {
+            not_done: Vec<String>,
+        }
+        let r: AllReport = c.post(&format!("/v1/all/{op}")).await?;
+        if a.json {
+            print_json(&r)?;
+        } else if r.not_done.is_empty() {
+            println!("all services: {op} done");
+        } else {
+            for n in &r.not_done {
+                eprintln!("not done: {n}");
+            }
+        }
+        return Ok(if r.not_done.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(2)
+        });
+    }
+    let Some(name) = a.name else {
+        bail!("name a service or pass --all")
+    };
+    let s: ServiceStatus = c
+        .post(&format!(
+            "/v1/services/{}/{op}?wait={}",
+            segment(&name),
+            !a.no_wait
+        ))
+        .await?;
+    if a.json {
+        print_json(&s)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let pid = s.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+    println!("{}: {}{pid}", s.name, s.state);
+    let bad = !a.no_wait
+        && match op {
+            "stop" => s.state != ServiceState::Stopped,
+            "start" | "restart" => matches!(s.state, ServiceState::Failed | ServiceState::Stopped),
+            _ => false,
+        };
+    Ok(if bad {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

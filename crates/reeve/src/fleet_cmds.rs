@@ -1,0 +1,375 @@
+//! Commands that talk to the hub's API as an operator: `reeve send`, `nodes`, `messages`,
+//! `errors`. The hub URL, API token and signing key come from flags or `REEVE_HUB`,
+//! `REEVE_TOKEN`, `REEVE_KEY`.
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use reeve_agent::node::transport::{self, Call};
+use reeve_delivery::envelope::{Request, authorize};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Where the hub is and who the operator is.
+#[derive(Args, Debug, Clone)]
+pub struct HubConn {
+    /// The hub's URL.
+    #[arg(
+        long,
+        env = "REEVE_HUB",
+        default_value = "https://127.0.0.1:7443",
+        global = true
+    )]
+    pub hub: String,
+    /// The operator's API token (from `reeve hub operator add`).
+    #[arg(long, env = "REEVE_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// HTTP CONNECT proxy to reach the hub through.
+    #[arg(long, env = "REEVE_HUB_PROXY", global = true)]
+    pub proxy: Option<String>,
+}
+
+impl HubConn {
+    async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let token = self.token.as_deref().context(
+            "no API token: pass --token or set REEVE_TOKEN (reeve hub operator add makes one)",
+        )?;
+        let call = Call {
+            method,
+            path,
+            body,
+            bearer: Some(token),
+        };
+        let (status, v) = transport::request(&self.hub, self.proxy.as_deref(), call)
+            .await
+            .with_context(|| format!("cannot reach the hub at {}", self.hub))?;
+        if !(200..300).contains(&status) {
+            let why = v
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("no reason given");
+            bail!("the hub answered {status}: {why}");
+        }
+        Ok(v)
+    }
+}
+
+/// `reeve send`.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  reeve send --to n1 exec -- uname -a
+  reeve send --to n1,n2 service.restart web
+  reeve send --to n1 ops.ps --json
+  reeve send --to n1 events.query --args '{\"limit\": 10}'")]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub conn: HubConn,
+    /// Target node(s), comma-separated: one message per node.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub to: Vec<String>,
+    /// Your secret key file (NAME.key from `reeve key create`): signs the request.
+    #[arg(long, env = "REEVE_KEY", value_name = "FILE")]
+    pub key: PathBuf,
+    /// Your operator name [default: the key file's name]
+    #[arg(long = "as", env = "REEVE_OPERATOR", value_name = "NAME")]
+    pub operator: Option<String>,
+    /// The method's arguments as JSON (instead of the words after the method).
+    #[arg(long, value_name = "JSON")]
+    pub args: Option<String>,
+    /// The message is dropped (dead letter) if not delivered within this.
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// Time limit of the method on the node.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub method_timeout: Option<Duration>,
+    /// How long to wait for the replies.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub wait: Duration,
+    /// Print the message ids and return (fetch results with `reeve messages show ID`).
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The method: exec, service.start|stop|restart|reload|status, ops.ps, events.query, …
+    pub method: String,
+    /// The method's words: exec ARGV…, service.* NAME, tail FILE, http.get URL.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub words: Vec<String>,
+}
+
+fn method_args(a: &SendArgs) -> Result<Value> {
+    if let Some(j) = &a.args {
+        return serde_json::from_str(j).context("--args is not valid JSON");
+    }
+    let w = &a.words;
+    Ok(match a.method.as_str() {
+        "exec" | "exec.stream" => {
+            if w.is_empty() {
+                bail!("exec needs a command: reeve send --to NODE exec -- ARGV…");
+            }
+            json!({ "argv": w })
+        }
+        "service.action" if w.len() == 2 => json!({ "name": w[0], "action": w[1] }),
+        m if m.starts_with("service.") => match w.as_slice() {
+            [name] => json!({ "name": name }),
+            _ => bail!("{m} needs one service name"),
+        },
+        "tail" => json!({ "path": w.first().context("tail needs a file")? }),
+        "http.get" => json!({ "url": w.first().context("http.get needs a URL")? }),
+        _ if w.is_empty() => json!({}),
+        m => bail!("{m}: give its arguments with --args JSON"),
+    })
+}
+
+/// Runs `reeve send`.
+pub async fn send(a: SendArgs) -> Result<ExitCode> {
+    let key = crate::key_cmds::read_secret(&a.key)?;
+    let from = match &a.operator {
+        Some(n) => n.clone(),
+        None => a
+            .key
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .context("cannot tell the operator's name: pass --as NAME")?,
+    };
+    let args = method_args(&a)?;
+    // Expiry is judged on hub time; ask the hub for it so a skewed laptop clock is harmless.
+    let health = transport::request(
+        &a.conn.hub,
+        a.conn.proxy.as_deref(),
+        Call {
+            method: "GET",
+            path: "/api/v1/health",
+            body: None,
+            bearer: None,
+        },
+    )
+    .await
+    .with_context(|| format!("cannot reach the hub at {}", a.conn.hub))?
+    .1;
+    let hub_now = health
+        .get("hub_time_ms")
+        .and_then(Value::as_u64)
+        .context("the hub did not say its time")?;
+    let mut requests = Vec::new();
+    let mut ids = Vec::new();
+    for node in &a.to {
+        let mut r = Request::new(
+            &from,
+            node,
+            &a.method,
+            args.clone(),
+            hub_now.saturating_add(a.ttl.as_millis() as u64),
+        );
+        r.method_timeout_ms = a.method_timeout.map(|d| d.as_millis() as u64);
+        ids.push((node.clone(), r.id.clone()));
+        requests.push(authorize(&r, &key)?);
+    }
+    a.conn
+        .call(
+            "POST",
+            "/api/v1/messages",
+            Some(&json!({ "requests": requests })),
+        )
+        .await?;
+    if a.no_wait {
+        for (node, id) in &ids {
+            if a.json {
+                println!("{}", json!({"node": node, "id": id, "state": "accepted"}));
+            } else {
+                println!("{id}\t{node}\taccepted");
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let deadline = Instant::now() + a.wait;
+    let mut ok = true;
+    for (node, id) in &ids {
+        let row = loop {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .as_secs()
+                .clamp(0, 30);
+            let row = a
+                .conn
+                .call("GET", &format!("/api/v1/messages/{id}?wait={left}"), None)
+                .await?;
+            let state = row.get("state").and_then(Value::as_str).unwrap_or("");
+            if state == "replied" || state == "expired" || Instant::now() >= deadline {
+                break row;
+            }
+        };
+        ok &= print_result(node, &row, a.json);
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Prints one message's outcome; false when it did not succeed.
+fn print_result(node: &str, row: &Value, as_json: bool) -> bool {
+    let state = row.get("state").and_then(Value::as_str).unwrap_or("?");
+    let reply = row.get("reply").cloned().unwrap_or(Value::Null);
+    let status = reply.get("status").and_then(Value::as_str).unwrap_or("");
+    let code = reply.get("exit_code").and_then(Value::as_i64);
+    let ok = state == "replied" && status == "ok" && code.is_none_or(|c| c == 0);
+    if as_json {
+        println!("{row}");
+        return ok;
+    }
+    let id = row.get("id").and_then(Value::as_str).unwrap_or("?");
+    if state != "replied" {
+        eprintln!("{node}: {state} (no reply yet; reeve messages show {id})");
+        return false;
+    }
+    if let Some(out) = reply.get("stdout").and_then(Value::as_str) {
+        print!("{out}");
+    }
+    if let Some(err) = reply.get("stderr").and_then(Value::as_str) {
+        eprint!("{err}");
+    }
+    match (status, code) {
+        ("ok", Some(0)) => {}
+        ("ok", Some(c)) => eprintln!("{node}: exit code {c}"),
+        ("ok", None) => {
+            let mut body = reply.clone();
+            if let Some(o) = body.as_object_mut() {
+                o.remove("status");
+            }
+            println!(
+                "{node}: {}",
+                serde_json::to_string_pretty(&body).unwrap_or_default()
+            );
+        }
+        (s, _) => {
+            let why = reply.get("error").and_then(Value::as_str).unwrap_or("");
+            eprintln!("{node}: {s}: {why}");
+        }
+    }
+    ok
+}
+
+/// Runs `reeve nodes`.
+pub async fn nodes(conn: &HubConn, search: Option<String>, as_json: bool) -> Result<ExitCode> {
+    let path = match search {
+        Some(s) => format!("/api/v1/nodes?limit=1000&search={}", urlencode(&s)),
+        None => "/api/v1/nodes?limit=1000".into(),
+    };
+    let list = conn.call("GET", &path, None).await?;
+    if as_json {
+        println!("{list}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<24} {:<8} {:<20} SERVICES", "NODE", "STATE", "LAST SEEN");
+    let now = crate::format::now_ms();
+    for n in list.as_array().into_iter().flatten() {
+        let online = n.get("online").and_then(Value::as_bool).unwrap_or(false);
+        let seen = n
+            .get("last_seen_ms")
+            .and_then(Value::as_u64)
+            .map_or("never".into(), |t| {
+                format!("{} ago", crate::format::age(now.saturating_sub(t)))
+            });
+        let facts = n.get("facts").cloned().unwrap_or(Value::Null);
+        let svc = match (
+            facts.get("services_running").and_then(Value::as_u64),
+            facts.get("services").and_then(Value::as_u64),
+        ) {
+            (Some(r), Some(t)) => format!("{r}/{t} running"),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<24} {:<8} {:<20} {}",
+            n.get("name").and_then(Value::as_str).unwrap_or("?"),
+            if online { "online" } else { "offline" },
+            if online { "now".into() } else { seen },
+            svc
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Runs `reeve messages [show ID]`.
+pub async fn messages(
+    conn: &HubConn,
+    show: Option<String>,
+    state: Option<&str>,
+    as_json: bool,
+) -> Result<ExitCode> {
+    if let Some(id) = show {
+        let row = conn
+            .call("GET", &format!("/api/v1/messages/{}", urlencode(&id)), None)
+            .await?;
+        let node = row
+            .get("node")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string();
+        return Ok(if print_result(&node, &row, as_json) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    let path = match state {
+        Some(s) => format!("/api/v1/messages?state={s}"),
+        None => "/api/v1/messages".into(),
+    };
+    let list = conn.call("GET", &path, None).await?;
+    if as_json {
+        println!("{list}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<28} {:<16} {:<18} {:<10} FROM",
+        "ID", "NODE", "METHOD", "STATE"
+    );
+    for m in list.as_array().into_iter().flatten() {
+        let f = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+        println!(
+            "{:<28} {:<16} {:<18} {:<10} {}",
+            f("id"),
+            f("node"),
+            f("method"),
+            f("state"),
+            f("sender")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `reeve errors`.
+pub async fn errors(conn: &HubConn, as_json: bool) -> Result<ExitCode> {
+    let list = conn.call("GET", "/api/v1/errors", None).await?;
+    if as_json {
+        println!("{list}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in list.as_array().into_iter().flatten() {
+        let ts = e
+            .get("at_ms")
+            .and_then(Value::as_u64)
+            .map(crate::format::timestamp)
+            .unwrap_or_default();
+        println!(
+            "{ts}  {:<14} {:<16} {}",
+            e.get("kind").and_then(Value::as_str).unwrap_or("?"),
+            e.get("node").and_then(Value::as_str).unwrap_or("-"),
+            e.get("message").and_then(Value::as_str).unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,292 @@
+//! `reeve hub`: run the hub, and local administration of its data directory (join tokens,
+//! operators, backup and restore).
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `reeve hub …`.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct HubCmd {
+    #[command(subcommand)]
+    pub sub: Option<HubSub>,
+    #[command(flatten)]
+    pub run: HubRunArgs,
+}
+
+/// Settings of `reeve hub`.
+#[derive(Args, Debug, Clone)]
+pub struct HubRunArgs {
+    /// The hub's data directory (key, certificate, database) [default: $XDG_DATA_HOME/reeve-hub or /var/lib/reeve-hub]
+    #[arg(long, env = "REEVE_HUB_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TLS listener for nodes (relay), the API and the dashboard.
+    #[arg(long, env = "REEVE_HUB_LISTEN", default_value = "0.0.0.0:7443")]
+    pub listen: SocketAddr,
+    /// Optional plain-HTTP listener for the API and dashboard (no relay), e.g. 127.0.0.1:7080.
+    #[arg(long, env = "REEVE_HUB_HTTP", value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// The URL nodes reach the hub at (put in join tokens) [default: https://<listen address>]
+    #[arg(long, env = "REEVE_HUB_URL", value_name = "URL")]
+    pub url: Option<String>,
+    /// Log filter (e.g. info, debug).
+    #[arg(long, env = "REEVE_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HubSub {
+    /// Join tokens for nodes.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Operators: who may use the API, with which role and key.
+    #[command(subcommand)]
+    Operator(OperatorCmd),
+    /// Back up the data directory (database, key, certificate) into one tar file; works
+    /// while the hub runs.
+    #[command(
+        after_help = "Example: reeve hub backup --data-dir /var/lib/reeve-hub --out hub-$(date +%F).tar"
+    )]
+    Backup {
+        #[command(flatten)]
+        dir: DirArg,
+        /// The backup file to create (never overwritten; mode 0600: it holds the hub's key).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into a data directory (the hub there must be stopped).
+    #[command(
+        after_help = "Example: reeve hub restore --data-dir /var/lib/reeve-hub --from hub-2026-05-01.tar"
+    )]
+    Restore {
+        #[command(flatten)]
+        dir: DirArg,
+        /// The backup file (from `reeve hub backup`).
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// Replace a data directory that holds a hub's data (it is kept beside, renamed).
+        #[arg(long)]
+        force: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Make a one-time join token (give it to `reeve agent join`).
+    #[command(
+        after_help = "Example: reeve hub token create --ttl 1h --url https://hub.example.com:7443"
+    )]
+    Create {
+        #[command(flatten)]
+        dir: DirArg,
+        /// How long the token is valid.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// The URL nodes reach the hub at.
+        #[arg(long, env = "REEVE_HUB_URL", default_value = "https://127.0.0.1:7443")]
+        url: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OperatorCmd {
+    /// Add (or update) an operator; prints their API token.
+    #[command(
+        after_help = "Example: reeve key create alice && reeve hub operator add alice --role operator --key alice.pub"
+    )]
+    Add {
+        #[command(flatten)]
+        dir: DirArg,
+        /// The operator's name (what their signed requests say in `from`).
+        name: String,
+        /// viewer (read), operator (send), admin.
+        #[arg(long, default_value = "operator")]
+        role: String,
+        /// Their public key file (NAME.pub from `reeve key create`): what they send is signed with it.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an operator (their token stops working at once).
+    Remove {
+        #[command(flatten)]
+        dir: DirArg,
+        /// The operator's name.
+        name: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct DirArg {
+    /// The hub's data directory [default: $XDG_DATA_HOME/reeve-hub or /var/lib/reeve-hub]
+    #[arg(long, env = "REEVE_HUB_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The default data directory of the hub.
+pub fn default_data_dir(given: Option<PathBuf>) -> PathBuf {
+    if let Some(d) = given {
+        return d;
+    }
+    if reeve_agent::config::is_root() && std::env::var_os("XDG_DATA_HOME").is_none() {
+        return PathBuf::from("/var/lib/reeve-hub");
+    }
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("/var/lib"))
+        .join("reeve-hub")
+}
+
+/// Runs `reeve hub …`.
+pub async fn run(cmd: HubCmd) -> Result<ExitCode> {
+    match cmd.sub {
+        None => serve(cmd.run).await,
+        Some(HubSub::Token(TokenCmd::Create {
+            dir,
+            ttl,
+            url,
+            json,
+        })) => {
+            let t = reeve_hub::admin::create_token(
+                &default_data_dir(dir.data_dir),
+                &url,
+                ttl.as_millis() as u64,
+            )?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"token": t.encode(), "url": t.url, "hub": t.hub, "expires_at_ms": t.expires_at_ms})
+                );
+            } else {
+                println!("{}", t.encode());
+                eprintln!(
+                    "one-time token for {} (hub key {}), valid {}: reeve agent join --token <token> --name <node>",
+                    t.url,
+                    t.hub,
+                    humantime::format_duration(ttl)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(HubSub::Operator(OperatorCmd::Add {
+            dir,
+            name,
+            role,
+            key,
+            json,
+        })) => {
+            let key = match key {
+                Some(p) => Some(crate::key_cmds::read_public(&p)?.to_base64()),
+                None => None,
+            };
+            let token = reeve_hub::admin::add_operator(
+                &default_data_dir(dir.data_dir),
+                &name,
+                &role,
+                key.as_deref(),
+            )?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"name": name, "role": role, "token": token})
+                );
+            } else {
+                println!("{token}");
+                eprintln!("API token of {name} ({role}); keep it secret. Use it as REEVE_TOKEN.");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(HubSub::Backup { dir, out, json }) => {
+            let s = reeve_hub::backup::backup(&default_data_dir(dir.data_dir), &out)?;
+            if json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                eprintln!(
+                    "backed up {} ({} nodes, {} messages, hub key {}) to {}",
+                    s.data_dir.display(),
+                    s.nodes,
+                    s.messages,
+                    s.hub_fingerprint,
+                    s.file.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(HubSub::Restore {
+            dir,
+            from,
+            force,
+            json,
+        }) => {
+            let s = reeve_hub::backup::restore(&default_data_dir(dir.data_dir), &from, force)?;
+            if json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                eprintln!(
+                    "restored {} ({} nodes, {} messages, hub key {}) into {}",
+                    s.file.display(),
+                    s.nodes,
+                    s.messages,
+                    s.hub_fingerprint,
+                    s.data_dir.display()
+                );
+                if let Some(old) = &s.replaced {
+                    eprintln!("the previous data directory is kept as {}", old.display());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(HubSub::Operator(OperatorCmd::Remove { dir, name })) => {
+            reeve_hub::admin::remove_operator(&default_data_dir(dir.data_dir), &name)?;
+            eprintln!("removed operator {name}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(args: HubRunArgs) -> Result<ExitCode> {
+    crate::cli::init_tracing("text", &args.log_level);
+    let config = reeve_hub::Config {
+        data_dir: default_data_dir(args.data_dir),
+        listen: args.listen,
+        http: args.http,
+        url: args.url,
+        registry_dir: None,
+    };
+    let running = reeve_hub::start(&config)
+        .await
+        .context("cannot start the hub")?;
+    eprintln!(
+        "reeve hub {} listening on https://{} (key {}){}",
+        env!("CARGO_PKG_VERSION"),
+        running.tls_addr,
+        running.hub.public_key().fingerprint(),
+        running
+            .http_addr
+            .map(|a| format!(", http://{a}"))
+            .unwrap_or_default()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("hub stopping");
+    drop(running);
+    Ok(ExitCode::SUCCESS)
+}

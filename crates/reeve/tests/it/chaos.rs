@@ -1,0 +1,188 @@
+//! The delivery promise under fire: a hub and three agents as real processes, the agents
+//! reaching the hub through a proxy that cuts links, while agents and the hub are killed
+//! with SIGKILL between batches of messages. Every message is an `exec` that appends its
+//! number to a per-node file: in the end every file holds 0..N in order, each once —
+//! nothing lost, nothing run twice, every stream in order.
+//!
+//! Short by default (the suite); `REEVE_CHAOS_MESSAGES=3334` (≈10,000 in all) for the long
+//! run (`scripts/chaos`).
+
+use crate::helper::hub::{Hub, Operator};
+use crate::helper::proxy::Proxy;
+use crate::helper::{Agent, read, wait_for};
+use reeve_agent::node::transport::{self, Call};
+use reeve_delivery::envelope::{Request, authorize};
+use reeve_delivery::keys::KeyPair;
+use std::time::Duration;
+
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+
+fn xorshift(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+/// Posts one signed request, retrying while the hub is away; a retry the hub already
+/// took comes back "exists already", which is fine (ids are unique).
+fn post(rt: &tokio::runtime::Runtime, url: &str, op: &Operator, key: &KeyPair, req: &Request) {
+    let body = serde_json::json!({ "requests": [authorize(req, key).expect("sign")] });
+    for _ in 0..600 {
+        let call = Call {
+            method: "POST",
+            path: "/api/v1/messages",
+            body: Some(&body),
+            bearer: Some(&op.token),
+        };
+        match rt.block_on(transport::request(url, None, call)) {
+            Ok((202, _)) => return,
+            Ok((400, v)) if v.to_string().contains("exists already") => return,
+            Ok((s, v)) if s < 500 => panic!("refused: {s} {v}"),
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    panic!("the hub did not come back");
+}
+
+fn join_via(hub: &Hub, proxy: &Proxy, name: &str, op: &Operator) -> Agent {
+    let a = hub.join(name, Some(&format!("https://127.0.0.1:{}", proxy.port)));
+    let data = a.data_dir();
+    let policy = format!(
+        "[keys]\n{} = \"{}\"\n[methods]\n\"exec\" = [\"{}\"]\n",
+        op.name,
+        hub.public_key(op),
+        op.name
+    );
+    std::fs::write(data.join("policy.toml"), policy).expect("policy");
+    a
+}
+
+#[test]
+fn nothing_lost_nothing_twice_in_order_through_kills_and_cut_links() {
+    let per_node: usize = std::env::var("REEVE_CHAOS_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let mut hub = Hub::start();
+    let alice = hub.operator("alice", "operator");
+    let key = KeyPair::from_secret_base64(
+        std::fs::read_to_string(&alice.key)
+            .expect("key")
+            .lines()
+            .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .expect("key line")
+            .trim(),
+    )
+    .expect("key");
+    let upstream = hub.url.trim_start_matches("https://").to_string();
+    let proxy = Proxy::start(upstream);
+    let mut agents: Vec<Agent> = NODES
+        .iter()
+        .map(|n| join_via(&hub, &proxy, n, &alice))
+        .collect();
+    for a in agents.iter_mut() {
+        a.start();
+    }
+    for n in NODES {
+        hub.wait_online(&alice, n);
+    }
+    let files: Vec<_> = agents
+        .iter()
+        .map(|a| a.dir.path().join("seen.txt"))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut rng = 0x2545f4914f6cdd1du64;
+    let batch = (per_node / 6).max(1);
+    let mut chaos_log = Vec::new();
+    for start in (0..per_node).step_by(batch) {
+        let t0 = std::time::Instant::now();
+        for i in start..(start + batch).min(per_node) {
+            for (n, node) in NODES.iter().enumerate() {
+                let cmd = format!("echo {i} >> {}", files[n].display());
+                let req = Request::new(
+                    "alice",
+                    node,
+                    "exec",
+                    serde_json::json!({ "argv": ["sh", "-c", cmd] }),
+                    reeve_hub::now_ms() + 3_600_000,
+                );
+                post(&rt, &hub.url, &alice, &key, &req);
+            }
+        }
+        let sent = t0.elapsed();
+        // One misfortune per batch.
+        match xorshift(&mut rng) % 4 {
+            0 => {
+                proxy.cut();
+                chaos_log.push("cut links".to_string());
+            }
+            1 => {
+                let k = (xorshift(&mut rng) % 3) as usize;
+                agents[k].kill9();
+                agents[k].start();
+                chaos_log.push(format!("kill -9 agent {}", NODES[k]));
+            }
+            2 => {
+                hub.kill9();
+                hub.restart();
+                chaos_log.push("kill -9 hub".into());
+            }
+            _ => {
+                proxy.set_down(true);
+                std::thread::sleep(Duration::from_millis(500));
+                proxy.set_down(false);
+                chaos_log.push("link down 0.5 s".into());
+            }
+        }
+        eprintln!(
+            "batch sent in {sent:?}, chaos done after {:?}",
+            t0.elapsed()
+        );
+    }
+    eprintln!("chaos: {chaos_log:?}");
+    let want: Vec<String> = (0..per_node).map(|i| i.to_string()).collect();
+    for (n, f) in files.iter().enumerate() {
+        wait_for(
+            Duration::from_secs(90),
+            &format!("{} ran everything", NODES[n]),
+            || (read(f).lines().count() >= per_node).then_some(()),
+        );
+    }
+    // Let stragglers (a second run would show here) land before judging.
+    std::thread::sleep(Duration::from_millis(500));
+    for (n, f) in files.iter().enumerate() {
+        let got: Vec<String> = read(f).lines().map(str::to_string).collect();
+        assert_eq!(got, want, "{}: each message once, in order", NODES[n]);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, all) = hub.api(&alice, "GET", "/api/v1/messages?limit=1000", None);
+        let open: Vec<&serde_json::Value> = all
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter(|m| m["state"] != "replied")
+            .collect();
+        if open.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not replied after 60 s: {open:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let errors = hub.json(&alice, &["errors"]);
+    assert!(
+        !errors
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|e| e["kind"] == "dead_letter"),
+        "{errors}"
+    );
+}

@@ -1,0 +1,456 @@
+//! A hub and agents as real processes: enrolment, requests through the relay, policy,
+//! store-and-forward for an offline node, at-most-once `exec` across an agent crash.
+
+use crate::helper::hub::{Hub, Operator};
+use crate::helper::{Agent, read, wait_for};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+
+/// An agent joined to `hub` as `name`, with a policy that lets `exec_ops` call `exec`.
+fn joined(hub: &Hub, name: &str, exec_ops: &[&Operator]) -> Agent {
+    let a = hub.join(name, None);
+    let data = a.data_dir();
+    let mut policy = String::from("[keys]\n");
+    for op in exec_ops {
+        policy += &format!("{} = \"{}\"\n", op.name, hub.public_key(op));
+    }
+    let names: Vec<String> = exec_ops.iter().map(|o| format!("\"{}\"", o.name)).collect();
+    policy += &format!("[methods]\n\"exec\" = [{}]\n", names.join(", "));
+    std::fs::write(data.join("policy.toml"), policy).expect("policy");
+    a
+}
+
+fn send(hub: &Hub, op: &Operator, args: &[&str]) -> serde_json::Value {
+    // --json before the method: what follows `--` is the command's.
+    let mut a = vec!["send", "--json"];
+    a.extend_from_slice(args);
+    let out = hub.as_op(op, &a);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "reeve {a:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn exec_round_trip_policy_and_audit() {
+    let hub = Hub::start();
+    let alice = hub.operator("alice", "operator");
+    let bob = hub.operator("bob", "operator");
+    let mut a = joined(&hub, "n1", &[&alice]);
+    a.start();
+    hub.wait_online(&alice, "n1");
+
+    let r = send(
+        &hub,
+        &alice,
+        &[
+            "--to",
+            "n1",
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            "echo hi; echo oops >&2; exit 3",
+        ],
+    );
+    assert_eq!(r["state"], "replied", "{r}");
+    assert_eq!(r["reply"]["status"], "ok", "{r}");
+    assert_eq!(r["reply"]["exit_code"], 3, "{r}");
+    assert_eq!(r["reply"]["stdout"], "hi\n");
+    assert_eq!(r["reply"]["stderr"], "oops\n");
+
+    // bob is an operator at the hub but not named in the node's policy: refused there,
+    // never run.
+    let marker = a.dir.path().join("bob-ran");
+    let cmd = format!("touch {}", marker.display());
+    let r = send(&hub, &bob, &["--to", "n1", "exec", "--", "sh", "-c", &cmd]);
+    assert_eq!(r["reply"]["status"], "refused", "{r}");
+    assert!(!marker.exists(), "a refused exec never runs");
+
+    // exec is off by default even for a named key when the policy does not name it; the
+    // read-only and service methods are open to named keys.
+    let r = send(&hub, &alice, &["--to", "n1", "ops.ps"]);
+    assert_eq!(r["reply"]["status"], "ok", "{r}");
+    // tail is off by default too; logs.query answers for known services only.
+    let r = send(&hub, &alice, &["--to", "n1", "tail", "/etc/hostname"]);
+    assert_eq!(r["reply"]["status"], "refused", "{r}");
+    let r = send(
+        &hub,
+        &alice,
+        &["--to", "n1", "--args", "{\"name\": \"nope\"}", "logs.query"],
+    );
+    assert_eq!(r["reply"]["status"], "error", "{r}");
+
+    // Every message is in the node's audit trail, with the signer.
+    let ev = a.events(None);
+    let msgs: Vec<&str> = ev
+        .iter()
+        .filter(|e| e.kind.as_str() == "message")
+        .map(|e| e.message.as_str())
+        .collect();
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("exec from alice") && m.ends_with("ok")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("exec from bob") && m.ends_with("refused")),
+        "{msgs:?}"
+    );
+
+    // The CLI's exit code follows the command's.
+    let out = hub.as_op(&alice, &["send", "--to", "n1", "exec", "--", "false"]);
+    assert!(!out.status.success());
+    let out = hub.as_op(&alice, &["send", "--to", "n1", "exec", "--", "true"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn an_offline_node_gets_its_messages_in_order_once_when_it_is_back() {
+    let mut hub = Hub::start();
+    let alice = hub.operator("alice", "operator");
+    let mut a = joined(&hub, "n1", &[&alice]);
+    a.start();
+    hub.wait_online(&alice, "n1");
+    a.stop();
+    let file = a.dir.path().join("order.txt");
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let cmd = format!("echo {i} >> {}", file.display());
+        let r = send(
+            &hub,
+            &alice,
+            &["--to", "n1", "--no-wait", "exec", "--", "sh", "-c", &cmd],
+        );
+        assert_eq!(r["state"], "accepted");
+        ids.push(r["id"].as_str().expect("id").to_string());
+        if i == 10 {
+            // The hub crashes with messages queued: they are durable in its outbox.
+            hub.kill9();
+            hub.restart();
+        }
+    }
+    let pending = hub.json(&alice, &["messages", "--pending"]);
+    assert_eq!(pending.as_array().map(Vec::len), Some(20), "{pending}");
+    a.start();
+    wait_for(T, "all 20 replied", || {
+        let list = hub.json(&alice, &["messages"]);
+        let replied = list
+            .as_array()?
+            .iter()
+            .filter(|m| m["state"] == "replied")
+            .count();
+        (replied == 20).then_some(())
+    });
+    let lines: Vec<String> = read(&file).lines().map(str::to_string).collect();
+    let want: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+    assert_eq!(lines, want, "each once, in order");
+    let shown = hub.json(&alice, &["messages", "show", &ids[5]]);
+    assert_eq!(shown["reply"]["exit_code"], 0);
+}
+
+#[test]
+fn exec_survives_an_agent_crash_and_is_never_run_twice() {
+    let hub = Hub::start();
+    let alice = hub.operator("alice", "operator");
+    let mut a = joined(&hub, "n1", &[&alice]);
+    a.start();
+    hub.wait_online(&alice, "n1");
+    let log = a.dir.path().join("runs.txt");
+    let cmd = format!("echo start >> {0}; sleep 2; echo end >> {0}", log.display());
+    let r = send(
+        &hub,
+        &alice,
+        &["--to", "n1", "--no-wait", "exec", "--", "sh", "-c", &cmd],
+    );
+    let id = r["id"].as_str().expect("id").to_string();
+    wait_for(T, "the command started", || {
+        read(&log).contains("start").then_some(())
+    });
+    a.kill9();
+    a.start();
+    let shown = wait_for(T, "the reply", || {
+        let m = hub.json_any(&alice, &["messages", "show", &id]);
+        (m["state"] == "replied").then_some(m)
+    });
+    // The detached runner finished the command; the new agent collected its result.
+    assert_eq!(shown["reply"]["status"], "ok", "{shown}");
+    assert_eq!(shown["reply"]["exit_code"], 0, "{shown}");
+    assert_eq!(read(&log), "start\nend\n", "ran exactly once");
+}
+
+#[test]
+fn join_tokens_are_one_time_and_clones_are_refused() {
+    let hub = Hub::start();
+    let alice = hub.operator("alice", "viewer");
+    let token = hub.token();
+    let a = Agent::new();
+    let data = a.data_dir();
+    let join = |agent: &Agent, data: &std::path::Path, name: &str| {
+        agent.cli(&[
+            "agent",
+            "join",
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--token",
+            &token,
+            "--name",
+            name,
+        ])
+    };
+    assert!(join(&a, &data, "n1").status.success());
+    // The same token again: refused.
+    let b = Agent::new();
+    let out = join(&b, &b.data_dir(), "n2");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("used already"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Not a token at all.
+    let out = b.cli(&[
+        "agent",
+        "join",
+        "--data-dir",
+        b.data_dir().to_str().expect("utf-8"),
+        "--token",
+        "nonsense",
+        "--name",
+        "n2",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a reeve join token"));
+
+    // A clone: a second machine with n1's identity files.
+    let mut a = a;
+    a.start();
+    hub.wait_online(&alice, "n1");
+    let mut clone = Agent::new();
+    std::fs::create_dir_all(clone.data_dir()).expect("dir");
+    for f in ["node.toml", "node.key"] {
+        std::fs::copy(data.join(f), clone.data_dir().join(f)).expect("copy identity");
+    }
+    clone.start();
+    wait_for(T, "the clone reported", || {
+        let errors = hub.json(&alice, &["errors"]);
+        errors
+            .as_array()?
+            .iter()
+            .any(|e| e["kind"] == "clone" && e["node"] == "n1")
+            .then_some(())
+    });
+    // The original stays connected.
+    hub.wait_online(&alice, "n1");
+}
+
+#[test]
+fn the_api_refuses_wrong_callers_and_foreign_signatures() {
+    let hub = Hub::start();
+    let alice = hub.operator("alice", "operator");
+    let viewer = hub.operator("val", "viewer");
+    let mut a = joined(&hub, "n1", &[&alice]);
+    a.start();
+    hub.wait_online(&alice, "n1");
+    let bad_token = crate::helper::hub::Operator {
+        token: "rvo_wrong".into(),
+        ..alice.clone()
+    };
+    let out = hub.as_op(&bad_token, &["nodes"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A viewer may look but not send.
+    let out = hub.as_op(&viewer, &["send", "--to", "n1", "ops.ps"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("403"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // alice's token with val's key: the signature is not alice's.
+    let mixed = Operator {
+        key: viewer.key.clone(),
+        ..alice.clone()
+    };
+    let out = hub.as_op(&mixed, &["send", "--to", "n1", "--as", "alice", "ops.ps"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not by alice"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An unknown node.
+    let out = hub.as_op(&alice, &["send", "--to", "nobody", "ops.ps"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no node named"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn dashboard_requests_are_hub_signed_and_node_events_reach_the_hub() {
+    let hub = Hub::start();
+    let alice = hub.operator("alice", "operator");
+    let mut a = joined(&hub, "n1", &[&alice]);
+    a.service("web", "command = [\"sleep\", \"1000\"]\n");
+    a.start();
+    hub.wait_online(&alice, "n1");
+    // A request from the dashboard: signed by the hub for alice; service control is open
+    // to the hub's key by default.
+    let body = serde_json::json!({"method": "service.stop", "args": {"name": "web"}});
+    let (status, r) = hub.api(&alice, "POST", "/api/v1/nodes/n1/requests", Some(&body));
+    assert_eq!(status, 202, "{r}");
+    let id = r["id"].as_str().expect("id").to_string();
+    let (_, m) = hub.api(
+        &alice,
+        "GET",
+        &format!("/api/v1/messages/{id}?wait=20"),
+        None,
+    );
+    assert_eq!(m["reply"]["status"], "ok", "{m}");
+    assert_eq!(m["reply"]["service"]["state"], "stopped", "{m}");
+    // exec through the hub's key is refused by the node (policy names only alice for it).
+    let body = serde_json::json!({"method": "exec", "args": {"argv": ["true"]}});
+    let (_, r) = hub.api(&alice, "POST", "/api/v1/nodes/n1/requests", Some(&body));
+    let id = r["id"].as_str().expect("id").to_string();
+    let (_, m) = hub.api(
+        &alice,
+        "GET",
+        &format!("/api/v1/messages/{id}?wait=20"),
+        None,
+    );
+    assert_eq!(m["reply"]["status"], "refused", "{m}");
+    // The node's events arrive at the hub, the stop among them, with alice as the one the
+    // hub acted for; the node's facts follow the service's state.
+    wait_for(T, "the stop event at the hub", || {
+        let (_, ev) = hub.api(&alice, "GET", "/api/v1/events?node=n1&service=web", None);
+        ev.as_array()?
+            .iter()
+            .any(|e| e["kind"] == "stopped")
+            .then_some(())
+    });
+    wait_for(T, "facts with web stopped", || {
+        let (_, n) = hub.api(&alice, "GET", "/api/v1/nodes/n1", None);
+        n["facts"]["service_states"]
+            .as_array()?
+            .iter()
+            .any(|s| s["name"] == "web" && s["state"] == "stopped")
+            .then_some(())
+    });
+    let (_, ev) = hub.api(&alice, "GET", "/api/v1/events?node=n1&kind=message", None);
+    let texts: Vec<&str> = ev
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(
+        texts.iter().any(|t| t.starts_with("service.stop from hub")),
+        "{texts:?}"
+    );
+    // A viewer cannot act.
+    let val = hub.operator("val", "viewer");
+    let (status, _) = hub.api(
+        &val,
+        "POST",
+        "/api/v1/nodes/n1/requests",
+        Some(&serde_json::json!({"method": "ops.ps"})),
+    );
+    assert_eq!(status, 403);
+}
+
+/// Writes `input` to an agent's control socket as a raw stream (like `nc -U`), returns the
+/// one-line JSON answer.
+fn steward_socket(a: &Agent, input: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(a.socket()).expect("connect");
+    s.write_all(input.as_bytes()).expect("write");
+    s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("answer: {out}"))
+}
+
+#[test]
+fn steward_json_on_the_socket_goes_node_to_node_and_the_reply_lands_in_a_file() {
+    let hub = Hub::start();
+    let alice = hub.operator("alice", "viewer");
+    let mut n1 = joined(&hub, "n1", &[]);
+    let mut n2 = joined(&hub, "n2", &[]);
+    // n2 lets n1 run commands: its policy names n1's node key.
+    let shown = n1.ok(&[
+        "key",
+        "show",
+        n1.data_dir().join("node.key").to_str().expect("utf-8"),
+        "--json",
+    ]);
+    let n1_key: serde_json::Value = serde_json::from_str(&shown).expect("json");
+    let policy = format!(
+        "[keys]\nn1 = \"{}\"\n[methods]\n\"exec\" = [\"n1\"]\n",
+        n1_key["public"].as_str().expect("public")
+    );
+    std::fs::write(n2.data_dir().join("policy.toml"), policy).expect("policy");
+    n1.start();
+    n2.start();
+    hub.wait_online(&alice, "n1");
+    hub.wait_online(&alice, "n2");
+
+    let msg = r#"[{"toNode": "n2", "method": "REQCliCommand", "data": ["sh", "-c", "echo hello from $(cat /proc/sys/kernel/hostname | head -c0)n2"],
+        "replyMethod": "REQToFile", "directory": "out", "fileName": "hello.txt", "ACKTimeout": 60, "retries": 3, "methodTimeout": 10}]"#;
+    let answer = steward_socket(&n1, msg);
+    assert_eq!(answer["accepted"][0]["to"], "n2", "{answer}");
+    assert_eq!(answer["accepted"][0]["method"], "exec", "{answer}");
+    let file = n1.data_dir().join("replies/out/hello.txt");
+    wait_for(T, "the reply file at n1", || {
+        (read(&file) == "hello from n2\n").then_some(())
+    });
+    // The node that did not ask gets nothing; n2 recorded who asked.
+    assert!(!n2.data_dir().join("replies").exists());
+    let ev = n2.events(None);
+    assert!(
+        ev.iter()
+            .any(|e| e.kind.as_str() == "message" && e.message.starts_with("exec from n1")),
+        "{:?}",
+        ev.iter().map(|e| &e.message).collect::<Vec<_>>()
+    );
+    // n1 may not run commands on... itself through n2's policy: n1's policy names nobody,
+    // so n2 → n1 exec is refused there (and replied as refused).
+    let answer = steward_socket(
+        &n2,
+        r#"{"toNode": "n1", "method": "REQCliCommand", "data": ["touch", "/tmp/never"], "replyMethod": "REQToConsole", "ACKTimeout": 60}"#,
+    );
+    let id = answer["accepted"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let console = n2.data_dir().join(format!("replies/{id}.json"));
+    wait_for(T, "the refusal back at n2", || {
+        read(&console).contains("refused").then_some(())
+    });
+    // Bad input changes nothing: an absolute directory is refused up front.
+    let answer = steward_socket(
+        &n1,
+        r#"[{"toNode": "n2", "method": "REQCliCommand", "data": ["true"], "replyMethod": "REQToFile", "directory": "/etc", "fileName": "x"}]"#,
+    );
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("relative")),
+        "{answer}"
+    );
+    // And the local API still speaks HTTP on the same socket.
+    n1.ok(&["ps"]);
+}

@@ -1,0 +1,20 @@
+//! Integration tests of the agent, its buddies and the CLI: real processes, real signals,
+//! real SQLite files. One test binary; each module covers one behaviour.
+
+mod helper;
+
+mod agent_lifecycle;
+mod api_schema;
+mod chaos;
+mod config_errors;
+mod dashboard;
+mod dev;
+mod events_cli;
+mod fleet;
+mod hub_backup;
+mod metrics;
+mod module_tools;
+mod modules_e2e;
+mod ordering;
+mod process_setup;
+mod supervision;
