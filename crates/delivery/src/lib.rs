@@ -25,6 +25,7 @@ pub mod handshake;
 pub mod join;
 pub mod keys;
 pub mod link;
+pub mod pipeline;
 pub mod policy;
 pub mod sender;
 pub mod steward;

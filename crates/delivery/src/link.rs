@@ -6,6 +6,7 @@
 
 use crate::envelope::{Opened, Payload, StreamId, Trust, open};
 use crate::sender::WindowSender;
+use crate::store::{DeliveryStore, StoreError};
 use crate::writer::{Writer, WriterError};
 use serde::{Deserialize, Serialize};
 
@@ -55,15 +56,30 @@ impl Outgoing {
         &self.stream
     }
 
-    /// The frames to transmit now (new messages within the window, or retransmissions).
-    pub async fn poll(&mut self, now_ms: u64, unacked: Vec<(u64, Vec<u8>)>) -> Vec<Frame> {
+    /// The frames to transmit now, read from the outbox: when a retransmission fell due,
+    /// the window again from the last ack; otherwise only messages never sent, as many as
+    /// the window has room for. A full window with nothing due costs no read.
+    pub async fn poll(&mut self, now_ms: u64) -> Result<Vec<Frame>, WriterError> {
+        let (after, limit) = if self.window.retransmit_due(now_ms) {
+            (self.window.acked(), self.window.size())
+        } else {
+            (self.window.last_sent(), self.window.room())
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let stream = self.stream.clone();
+        let unacked = self
+            .writer
+            .run(move |st| st.unacked_after(&stream, after, limit))
+            .await?;
         let seqs: Vec<u64> = unacked.iter().map(|(s, _)| *s).collect();
         let due = self.window.due(now_ms, &seqs);
-        unacked
+        Ok(unacked
             .into_iter()
-            .filter(|(s, _)| due.contains(s))
+            .filter(|(s, _)| due.binary_search(s).is_ok())
             .map(|(_, bytes)| Frame::Envelope { bytes })
-            .collect()
+            .collect())
     }
 
     /// Applies an acknowledgement (durably: the outbox forgets what is delivered).
@@ -73,6 +89,30 @@ impl Outgoing {
             self.window.on_ack(upto);
         }
         Ok(())
+    }
+
+    /// Applies an acknowledgement and, in the same commit, `also` (the owner's own record of
+    /// what was delivered: it gets the range `(from, upto]` newly acknowledged). Nothing
+    /// happens for an ack that covers nothing new.
+    pub async fn on_ack_with<T: Send + 'static>(
+        &mut self,
+        upto: u64,
+        also: impl FnOnce(&mut DeliveryStore, u64, u64) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<Option<T>, WriterError> {
+        let from = self.window.acked();
+        if upto <= from {
+            return Ok(None);
+        }
+        let stream = self.stream.clone();
+        let t = self
+            .writer
+            .run(move |st| {
+                st.ack(&stream, upto)?;
+                also(st, from, upto)
+            })
+            .await?;
+        self.window.on_ack(upto);
+        Ok(Some(t))
     }
 
     /// The link came back: retransmit what is in flight at once.

@@ -89,6 +89,29 @@ impl WindowSender {
             .min()
     }
 
+    /// True when a message in flight is due for retransmission at `now_ms`.
+    pub fn retransmit_due(&self, now_ms: u64) -> bool {
+        self.next_deadline().is_some_and(|d| now_ms >= d)
+    }
+
+    /// How many more messages may be sent before the window is full.
+    pub fn room(&self) -> usize {
+        self.window.saturating_sub(self.sent.len())
+    }
+
+    /// The window's size.
+    pub fn size(&self) -> usize {
+        self.window
+    }
+
+    /// The highest position sent and not yet acknowledged, or the highest acknowledged.
+    pub fn last_sent(&self) -> u64 {
+        self.sent
+            .last_key_value()
+            .map_or(self.acked, |(s, _)| *s)
+            .max(self.acked)
+    }
+
     /// Highest acknowledged position.
     pub fn acked(&self) -> u64 {
         self.acked

@@ -240,6 +240,29 @@ impl DeliveryStore {
             .map_err(q("read unacked"))
     }
 
+    /// Up to `limit` unacknowledged messages of `stream` past `after`, ascending.
+    pub fn unacked_after(
+        &self,
+        stream: &StreamId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, envelope FROM outbox WHERE key = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )
+            .map_err(q("prepare unacked"))?;
+        let rows = stmt
+            .query_map(
+                params![stream_key(stream), after as i64, limit as i64],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)),
+            )
+            .map_err(q("query unacked"))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(q("read unacked"))
+    }
+
     /// Dead-letters every unacknowledged message whose expiry has passed (`now_ms`, on
     /// hub-adjusted time) and puts the owner's signed skip marker, `skip(stream_key, seq)`,
     /// in its place, so the stream moves on; atomically. Returns what expired (for the

@@ -14,6 +14,8 @@ use tokio::sync::oneshot;
 type Reply<T> = oneshot::Sender<Result<T, String>>;
 type AnyBox = Box<dyn std::any::Any + Send>;
 type Job = Box<dyn FnOnce(&mut DeliveryStore) -> Result<AnyBox, StoreError> + Send>;
+/// Runs in the writer thread right after the commit, before the caller is answered.
+type After<T> = Option<Box<dyn FnOnce(&T) + Send>>;
 
 enum Op {
     Enqueue {
@@ -34,10 +36,12 @@ enum Op {
         id: Option<String>,
         envelope: Vec<u8>,
         reply: Reply<Receipt>,
+        after: After<Receipt>,
     },
     Call {
         job: Job,
         reply: Reply<AnyBox>,
+        after: After<AnyBox>,
     },
 }
 
@@ -132,8 +136,79 @@ impl Writer {
             id,
             envelope,
             reply,
+            after: None,
         };
         self.call(op, rx).await
+    }
+
+    /// Queues an arrival at once (in call order, before the first poll) and returns the
+    /// future of its receipt: a receiver keeps reading while earlier arrivals commit, so a
+    /// window of frames costs one commit instead of one each. Acknowledge only after the
+    /// future resolved. `after` runs in the writer thread once the arrival committed, in
+    /// commit order, even when the future was dropped (a link that broke meanwhile): what
+    /// the arrival released must never wait for a link.
+    pub fn receive_queued(
+        &self,
+        stream: StreamId,
+        seq: Option<u64>,
+        id: Option<String>,
+        envelope: Vec<u8>,
+        after: impl FnOnce(&Receipt) + Send + 'static,
+    ) -> impl Future<Output = Result<Receipt, WriterError>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let op = Op::Receive {
+            stream,
+            seq,
+            id,
+            envelope,
+            reply,
+            after: Some(Box::new(after)),
+        };
+        self.queue(op, rx)
+    }
+
+    /// [`Writer::run`], queued at once: jobs run in call order even when their futures are
+    /// polled in another. `after` runs in the writer thread once the job committed, in
+    /// commit order, even when the future was dropped.
+    pub fn run_queued<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut DeliveryStore) -> Result<T, StoreError> + Send + 'static,
+        after: impl FnOnce(&T) + Send + 'static,
+    ) -> impl Future<Output = Result<T, WriterError>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let job: Job = Box::new(move |s| f(s).map(|v| Box::new(v) as AnyBox));
+        let after: Box<dyn FnOnce(&AnyBox) + Send> = Box::new(move |v: &AnyBox| {
+            if let Some(t) = v.downcast_ref::<T>() {
+                after(t);
+            }
+        });
+        let op = Op::Call {
+            job,
+            reply,
+            after: Some(after),
+        };
+        let answer = self.queue(op, rx);
+        async move {
+            answer
+                .await?
+                .downcast::<T>()
+                .map(|b| *b)
+                .map_err(|_| WriterError::Store("internal: result of the wrong type".into()))
+        }
+    }
+
+    fn queue<T: Send + 'static>(
+        &self,
+        op: Op,
+        rx: oneshot::Receiver<Result<T, String>>,
+    ) -> impl Future<Output = Result<T, WriterError>> + Send + 'static {
+        let sent = self.tx.send(op).map_err(|_| WriterError::Stopped);
+        async move {
+            sent?;
+            rx.await
+                .map_err(|_| WriterError::Stopped)?
+                .map_err(WriterError::Store)
+        }
     }
 
     /// Runs `f` on the store inside the next group commit; answers after the commit (so
@@ -144,7 +219,12 @@ impl Writer {
     ) -> Result<T, WriterError> {
         let (reply, rx) = oneshot::channel();
         let job: Job = Box::new(move |s| f(s).map(|v| Box::new(v) as AnyBox));
-        let any = self.call(Op::Call { job, reply }, rx).await?;
+        let op = Op::Call {
+            job,
+            reply,
+            after: None,
+        };
+        let any = self.call(op, rx).await?;
         any.downcast::<T>()
             .map(|b| *b)
             .map_err(|_| WriterError::Store("internal: result of the wrong type".into()))
@@ -154,8 +234,8 @@ impl Writer {
 enum Done {
     Seq(Reply<u64>, u64),
     Unit(Reply<()>),
-    Receipt(Reply<Receipt>, Receipt),
-    Any(Reply<AnyBox>, AnyBox),
+    Receipt(Reply<Receipt>, Receipt, After<Receipt>),
+    Any(Reply<AnyBox>, AnyBox, After<AnyBox>),
 }
 
 fn run(mut store: DeliveryStore, rx: std_mpsc::Receiver<Op>) {
@@ -195,6 +275,7 @@ fn run(mut store: DeliveryStore, rx: std_mpsc::Receiver<Op>) {
                         id,
                         envelope,
                         reply,
+                        after,
                     } => {
                         let r = s.receive(&Arrival {
                             stream: &stream,
@@ -202,11 +283,11 @@ fn run(mut store: DeliveryStore, rx: std_mpsc::Receiver<Op>) {
                             id: id.as_deref(),
                             envelope: &envelope,
                         })?;
-                        done.push(Done::Receipt(reply, r));
+                        done.push(Done::Receipt(reply, r, after));
                     }
-                    Op::Call { job, reply } => {
+                    Op::Call { job, reply, after } => {
                         let v = job(s)?;
-                        done.push(Done::Any(reply, v));
+                        done.push(Done::Any(reply, v, after));
                     }
                 }
             }
@@ -218,8 +299,18 @@ fn run(mut store: DeliveryStore, rx: std_mpsc::Receiver<Op>) {
                     match d {
                         Done::Seq(r, v) => drop(r.send(Ok(v))),
                         Done::Unit(r) => drop(r.send(Ok(()))),
-                        Done::Receipt(r, v) => drop(r.send(Ok(v))),
-                        Done::Any(r, v) => drop(r.send(Ok(v))),
+                        Done::Receipt(r, v, after) => {
+                            if let Some(f) = after {
+                                f(&v);
+                            }
+                            drop(r.send(Ok(v)))
+                        }
+                        Done::Any(r, v, after) => {
+                            if let Some(f) = after {
+                                f(&v);
+                            }
+                            drop(r.send(Ok(v)))
+                        }
                     }
                 }
             }
@@ -229,8 +320,8 @@ fn run(mut store: DeliveryStore, rx: std_mpsc::Receiver<Op>) {
                     match d {
                         Done::Seq(r, _) => drop(r.send(Err(msg.clone()))),
                         Done::Unit(r) => drop(r.send(Err(msg.clone()))),
-                        Done::Receipt(r, _) => drop(r.send(Err(msg.clone()))),
-                        Done::Any(r, _) => drop(r.send(Err(msg.clone()))),
+                        Done::Receipt(r, ..) => drop(r.send(Err(msg.clone()))),
+                        Done::Any(r, ..) => drop(r.send(Err(msg.clone()))),
                     }
                 }
             }
@@ -271,5 +362,26 @@ mod tests {
         drop(w);
         let store = DeliveryStore::open(&path).expect("reopen");
         assert_eq!(store.unacked(&stream, 1000).expect("unacked").len(), 200);
+    }
+
+    #[tokio::test]
+    async fn after_hooks_run_in_commit_order_even_when_nobody_waits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = Writer::open(&dir.path().join("d.db")).expect("open");
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0..50 {
+            let tx = tx.clone();
+            // Dropped at once, as when a link breaks before the commit finished.
+            drop(w.run_queued(
+                move |_| Ok(i),
+                move |v: &i32| {
+                    let _ = tx.send(*v);
+                },
+            ));
+        }
+        // Queued after them: answered only once they all committed.
+        w.run(|_| Ok(())).await.expect("run");
+        let got: Vec<i32> = rx.try_iter().collect();
+        assert_eq!(got, (0..50).collect::<Vec<_>>());
     }
 }

@@ -32,9 +32,10 @@ use reeve_delivery::envelope::{
 use reeve_delivery::handshake::{AgentSide, Challenge, Verdict};
 use reeve_delivery::keys::{KeyPair, PublicKey};
 use reeve_delivery::link::{Frame, Outgoing};
+use reeve_delivery::pipeline::{Pipeline, acks_for};
 use reeve_delivery::policy::{Decision, Policy};
 use reeve_delivery::store::{ReplyOut, RunState, Seal};
-use reeve_delivery::writer::Writer;
+use reeve_delivery::writer::{Writer, WriterError};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,6 +46,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// Messages in flight towards the hub (the agent's `WINDOW`).
 const WINDOW: usize = 256;
+/// Arrivals queued to the store and not yet acknowledged, at most (as the agent).
+const PIPELINE: usize = 1024;
+/// What one arrival came to once its commit finished.
+type Arrival = std::result::Result<(StreamId, u64), WriterError>;
+
 /// First retransmission timeout (the agent's).
 const RTO_MS: u64 = 3000;
 /// A ping after this long without traffic (the agent's `KEEPALIVE`).
@@ -116,7 +122,7 @@ pub struct SimNode {
     stats: Arc<Stats>,
     exec_tx: mpsc::UnboundedSender<String>,
     exec_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
-    last_seq: AtomicU64,
+    last_seq: Arc<AtomicU64>,
     last_i: AtomicU64,
     replies_acked: AtomicU64,
 }
@@ -143,7 +149,7 @@ impl SimNode {
             stats,
             exec_tx,
             exec_rx: Mutex::new(Some(exec_rx)),
-            last_seq: AtomicU64::new(0),
+            last_seq: Arc::new(AtomicU64::new(0)),
             last_i: AtomicU64::new(0),
             replies_acked: AtomicU64::new(0),
         }))
@@ -260,6 +266,7 @@ impl SimNode {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut last_sent = Instant::now();
         let mut push = true;
+        let mut arrivals: Pipeline<Arrival> = Pipeline::new();
         loop {
             if push {
                 // The agent reads its outbox here; a node with no store yet has none.
@@ -270,8 +277,7 @@ impl SimNode {
                         o.on_reconnect();
                         o
                     });
-                    let unacked = writer.run(move |st| st.unacked(&stream, WINDOW)).await?;
-                    for f in o.poll(wall_ms(), unacked).await {
+                    for f in o.poll(wall_ms()).await? {
                         if let Frame::Envelope { bytes } = f {
                             ws.send(Message::Binary(bytes.into()))
                                 .await
@@ -283,19 +289,14 @@ impl SimNode {
                 push = false;
             }
             tokio::select! {
-                m = ws.next() => {
+                m = ws.next(), if arrivals.len() < PIPELINE => {
                     let Some(m) = m else { return Ok(()) };
                     match m.context("receive")? {
                         Message::Binary(b) => {
-                            let (answer, fresh) = self.take_envelope(&b).await?;
-                            send_json(ws, &answer).await?;
-                            if fresh {
-                                let _ = self.stats.first_stored_us.compare_exchange(
-                                    0, now_us(), Ordering::Relaxed, Ordering::Relaxed);
-                                self.stats.stored.fetch_add(1, Ordering::Relaxed);
-                                Stats::bump_time(&self.stats.last_stored_us);
+                            if let Some(refused) = self.take_envelope(&b, &mut arrivals).await? {
+                                send_json(ws, &refused).await?;
+                                last_sent = Instant::now();
                             }
-                            last_sent = Instant::now();
                         }
                         Message::Text(t) => match serde_json::from_str::<Frame>(&t) {
                             Ok(Frame::Ack { stream: s, upto }) => {
@@ -323,6 +324,12 @@ impl SimNode {
                         _ => {}
                     }
                 }
+                done = arrivals.finished() => {
+                    for ack in acks_for(done)? {
+                        send_json(ws, &ack).await?;
+                    }
+                    last_sent = Instant::now();
+                }
                 _ = self.out_wake.notified() => push = true,
                 _ = tick.tick() => {
                     push = true;
@@ -335,15 +342,21 @@ impl SimNode {
         }
     }
 
-    /// One envelope of the hub's stream: verify, store, acknowledge, release. Also says
-    /// whether it was new (not a retransmission of something stored).
-    async fn take_envelope(&self, bytes: &[u8]) -> Result<(Frame, bool)> {
+    /// One envelope of the hub's stream, as the agent takes it: verified here, queued to
+    /// the store; counted and released right after its commit (in the writer thread, even
+    /// if the link broke meanwhile), acked when its commit finished. Returns the answer to
+    /// a refused one.
+    async fn take_envelope(
+        &self,
+        bytes: &[u8],
+        arrivals: &mut Pipeline<Arrival>,
+    ) -> Result<Option<Frame>> {
         let opened = match self.verify(bytes, self.now()) {
             Ok(o) => o,
             Err(e) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 let reason = e.to_string();
-                return Ok((Frame::Refused { reason }, false));
+                return Ok(Some(Frame::Refused { reason }));
             }
         };
         let id = match &opened.payload {
@@ -351,30 +364,44 @@ impl SimNode {
             Payload::Skip { .. } => None,
         };
         let (writer, _) = self.store().await?;
-        let receipt = writer
-            .receive(opened.stream.clone(), opened.seq, id, bytes.to_vec())
-            .await?;
-        for r in &receipt.released {
-            if let Some(s) = r.seq {
-                let prev = self.last_seq.swap(s, Ordering::Relaxed);
-                if s != prev + 1 {
-                    self.stats.out_of_order.fetch_add(1, Ordering::Relaxed);
+        let stream = opened.stream.clone();
+        let (stats, last_seq) = (self.stats.clone(), self.last_seq.clone());
+        let (exec_tx, execute) = (self.exec_tx.clone(), self.setup.execute.clone());
+        let commit = writer.receive_queued(
+            opened.stream,
+            opened.seq,
+            id,
+            bytes.to_vec(),
+            move |receipt| {
+                for r in &receipt.released {
+                    if let Some(s) = r.seq {
+                        let prev = last_seq.swap(s, Ordering::Relaxed);
+                        if s != prev + 1 {
+                            stats.out_of_order.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
-            }
-        }
-        if self.setup.execute.load(Ordering::Relaxed) {
-            for id in receipt.released.into_iter().filter_map(|r| r.id) {
-                let _ = self.exec_tx.send(id);
-            }
-        }
-        if receipt.duplicate {
-            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-        }
-        let ack = Frame::Ack {
-            stream: opened.stream,
-            upto: receipt.acked,
-        };
-        Ok((ack, !receipt.duplicate))
+                if receipt.duplicate {
+                    stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    let _ = stats.first_stored_us.compare_exchange(
+                        0,
+                        now_us(),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                    stats.stored.fetch_add(1, Ordering::Relaxed);
+                    Stats::bump_time(&stats.last_stored_us);
+                }
+                if execute.load(Ordering::Relaxed) {
+                    for id in receipt.released.iter().filter_map(|r| r.id.clone()) {
+                        let _ = exec_tx.send(id);
+                    }
+                }
+            },
+        );
+        arrivals.push(async move { commit.await.map(|r| (stream, r.acked)) });
+        Ok(None)
     }
 
     /// Runs stored request `id` and writes its reply (the agent's `Node::execute`).

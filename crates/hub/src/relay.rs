@@ -13,10 +13,13 @@
 use crate::{Hub, Live, db, now_ms, sql};
 use anyhow::{Context, Result, anyhow, bail};
 use axum::extract::ws::{Message, WebSocket};
+use reeve_delivery::envelope::StreamId;
 use reeve_delivery::envelope::{Payload, Trust, open};
 use reeve_delivery::handshake::{Challenge, Hello, HubSide, Proof, Verdict};
 use reeve_delivery::keys::PublicKey;
 use reeve_delivery::link::{Frame, Outgoing};
+use reeve_delivery::pipeline::{Pipeline, acks_for};
+use reeve_delivery::writer::WriterError;
 use rusqlite::params;
 use serde::Serialize;
 use std::sync::Arc;
@@ -31,6 +34,12 @@ pub const WINDOW: usize = 512;
 /// connection resends at once, so this only covers a peer that silently stopped acking.
 pub const RTO_MS: u64 = 30_000;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// A node's arrivals queued to the store and not yet acknowledged, at most (then the link
+/// stops reading until the store caught up).
+const PIPELINE: usize = 1024;
+
+/// What one arrival came to once its commit finished.
+type Arrival = Result<(StreamId, u64), WriterError>;
 
 async fn recv_text(ws: &mut WebSocket) -> Result<String> {
     loop {
@@ -243,13 +252,11 @@ async fn session(
     let mut out = Outgoing::new(stream.clone(), hub.writer.clone(), WINDOW, RTO_MS);
     out.on_reconnect();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut acked_upto = 0u64;
     let mut push = true;
+    let mut arrivals: Pipeline<Arrival> = Pipeline::new();
     loop {
         if push {
-            let s = stream.clone();
-            let unacked = hub.writer.run(move |st| st.unacked(&s, WINDOW)).await?;
-            for f in out.poll(now_ms(), unacked).await {
+            for f in out.poll(now_ms()).await? {
                 if let Frame::Envelope { bytes } = f {
                     send(ws, Message::Binary(bytes.into())).await?;
                     hub.metrics.frame_out();
@@ -258,7 +265,7 @@ async fn session(
             push = false;
         }
         tokio::select! {
-            m = ws.recv() => {
+            m = ws.recv(), if arrivals.len() < PIPELINE => {
                 let Some(m) = m else { return Ok(()) };
                 hub.metrics.frame_in();
                 match m.context("receive")? {
@@ -266,15 +273,14 @@ async fn session(
                         if b.len() > MAX_FRAME {
                             bail!("frame of {} bytes is over the limit", b.len());
                         }
-                        let answer = from_node(hub, node, node_key, &b).await?;
-                        send_json_frame(ws, &answer).await?;
-                        hub.metrics.frame_out();
+                        if let Some(refused) = from_node(hub, node, node_key, &b, &mut arrivals).await? {
+                            send_json_frame(ws, &refused).await?;
+                            hub.metrics.frame_out();
+                        }
                     }
                     Message::Text(t) => match serde_json::from_str::<Frame>(&t) {
                         Ok(Frame::Ack { stream: s, upto }) if s == stream => {
-                            out.on_ack(upto).await?;
-                            delivered(hub, node, acked_upto, upto).await?;
-                            acked_upto = acked_upto.max(upto);
+                            delivered(hub, &mut out, node, upto).await?;
                             push = true;
                         }
                         Ok(Frame::Refused { reason }) => {
@@ -299,6 +305,12 @@ async fn session(
                     Message::Ping(_) => {}
                 }
             }
+            done = arrivals.finished() => {
+                for ack in acks_for(done)? {
+                    send_json_frame(ws, &ack).await?;
+                    hub.metrics.frame_out();
+                }
+            }
             _ = live.wake.notified() => push = true,
             _ = live.probe.notified() => {
                 let n = live.probe_nonce.load(Ordering::Relaxed);
@@ -314,13 +326,12 @@ async fn send_json_frame(ws: &mut WebSocket, f: &Frame) -> Result<()> {
     send(ws, Message::Text(serde_json::to_string(f)?.into())).await
 }
 
-/// Marks the messages in `(from, upto]` delivered (only that range: a scan of the node's
-/// whole history per ack grew with it).
-async fn delivered(hub: &Hub, node: &str, from: u64, upto: u64) -> Result<()> {
+/// Applies the node's ack and marks the messages it newly covers delivered, in one commit
+/// (only that range: a scan of the node's whole history per ack grew with it).
+async fn delivered(hub: &Hub, out: &mut Outgoing, node: &str, upto: u64) -> Result<()> {
     let (node, now) = (node.to_string(), now_ms());
-    let n = hub
-        .writer
-        .run(move |s| {
+    let n = out
+        .on_ack_with(upto, move |s, from, upto| {
             s.conn()
                 .execute(
                     "UPDATE hub_messages SET state = 'delivered', delivered_ms = ?3
@@ -330,15 +341,23 @@ async fn delivered(hub: &Hub, node: &str, from: u64, upto: u64) -> Result<()> {
                 .map_err(sql("mark delivered"))
         })
         .await?;
-    if n > 0 {
+    if let Some(n) = n.filter(|n| *n > 0) {
         hub.metrics.delivered(n as u64);
         hub.bump();
     }
     Ok(())
 }
 
-/// Takes one envelope the node sequenced: verify, store, acknowledge, apply.
-async fn from_node(hub: &Arc<Hub>, node: &str, node_key: PublicKey, bytes: &[u8]) -> Result<Frame> {
+/// Takes one envelope the node sequenced: verified here, then stored and applied in one
+/// writer job queued at once (acknowledged when its commit finished: [`stored`]). Returns
+/// the answer to a refused one.
+async fn from_node(
+    hub: &Arc<Hub>,
+    node: &str,
+    node_key: PublicKey,
+    bytes: &[u8],
+    arrivals: &mut Pipeline<Arrival>,
+) -> Result<Option<Frame>> {
     let now = now_ms();
     let checked = {
         let owners = move |k: &PublicKey| *k == node_key;
@@ -361,7 +380,7 @@ async fn from_node(hub: &Arc<Hub>, node: &str, node_key: PublicKey, bytes: &[u8]
                 })
                 .await?;
             hub.metrics.refusal("refused");
-            return Ok(Frame::Refused { reason });
+            return Ok(Some(Frame::Refused { reason }));
         }
     };
     let id = match &opened.payload {
@@ -380,9 +399,11 @@ async fn from_node(hub: &Arc<Hub>, node: &str, node_key: PublicKey, bytes: &[u8]
         key: hub.key.clone(),
         instance: hub.instance.clone(),
     };
-    let (receipt, applied) = hub
-        .writer
-        .run(move |s| {
+    // What the arrival changed is announced right after its commit, in the writer thread:
+    // a link that breaks before the ack must not lose the wake-ups and live events.
+    let announcer = hub.clone();
+    let commit = hub.writer.run_queued(
+        move |s| {
             let receipt = s.receive(&reeve_delivery::store::Arrival {
                 stream: &stream,
                 seq,
@@ -395,20 +416,20 @@ async fn from_node(hub: &Arc<Hub>, node: &str, node_key: PublicKey, bytes: &[u8]
                 .filter_map(|r| r.id.clone())
                 .collect();
             let applied = apply(s, &fw, &n, node_key, released)?;
-            Ok((receipt, applied))
-        })
-        .await?;
-    for e in applied.fresh {
-        let _ = hub.events.send(Arc::new(e));
-    }
-    for n in applied.wake {
-        hub.wake(&n);
-    }
-    hub.bump();
-    Ok(Frame::Ack {
-        stream: opened.stream,
-        upto: receipt.acked,
-    })
+            Ok((stream, receipt.acked, applied))
+        },
+        move |(_, _, applied): &(StreamId, u64, Applied)| {
+            for e in &applied.fresh {
+                let _ = announcer.events.send(Arc::new(e.clone()));
+            }
+            for n in &applied.wake {
+                announcer.wake(n);
+            }
+            announcer.bump();
+        },
+    );
+    arrivals.push(async move { commit.await.map(|(stream, upto, _)| (stream, upto)) });
+    Ok(None)
 }
 
 /// Applies what a node sent, in stream order, inside the transaction that stored it; each

@@ -4,10 +4,12 @@
 use super::{Node, transport};
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
-use reeve_delivery::envelope::Payload;
+use reeve_delivery::envelope::{Payload, StreamId};
 use reeve_delivery::handshake::{AgentSide, Challenge, Verdict};
 use reeve_delivery::keys::KeyPair;
 use reeve_delivery::link::{Frame, Outgoing};
+use reeve_delivery::pipeline::{Pipeline, acks_for};
+use reeve_delivery::writer::WriterError;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -93,6 +95,13 @@ async fn connect_and_serve(node: &Arc<Node>) -> Result<()> {
     serve(node, &mut ws).await
 }
 
+/// Arrivals queued to the store and not yet acknowledged, at most this many (then the
+/// link stops reading until the store caught up).
+const PIPELINE: usize = 1024;
+
+/// What one arrival came to once its commit finished.
+type Arrival = Result<(StreamId, u64), WriterError>;
+
 async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
     let stream = node.out_stream();
     let mut out = Outgoing::new(stream.clone(), node.writer.clone(), WINDOW, RTO_MS);
@@ -100,11 +109,10 @@ async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_sent = Instant::now();
     let mut push = true;
+    let mut arrivals: Pipeline<Arrival> = Pipeline::new();
     loop {
         if push {
-            let s = stream.clone();
-            let unacked = node.writer.run(move |st| st.unacked(&s, WINDOW)).await?;
-            for f in out.poll(super::local_ms(), unacked).await {
+            for f in out.poll(super::local_ms()).await? {
                 if let Frame::Envelope { bytes } = f {
                     send(ws, Message::Binary(bytes.into())).await?;
                     last_sent = Instant::now();
@@ -113,13 +121,14 @@ async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
             push = false;
         }
         tokio::select! {
-            m = ws.next() => {
+            m = ws.next(), if arrivals.len() < PIPELINE => {
                 let Some(m) = m else { return Ok(()) };
                 match m.context("receive")? {
                     Message::Binary(b) => {
-                        let answer = from_hub(node, &b).await?;
-                        send_json(ws, &answer).await?;
-                        last_sent = Instant::now();
+                        if let Some(refused) = from_hub(node, b.to_vec(), &mut arrivals) {
+                            send_json(ws, &refused).await?;
+                            last_sent = Instant::now();
+                        }
                     }
                     Message::Text(t) => match serde_json::from_str::<Frame>(&t) {
                         Ok(Frame::Ack { stream: s, upto }) if s == stream => {
@@ -134,6 +143,12 @@ async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
                     _ => {}
                 }
             }
+            done = arrivals.finished() => {
+                for ack in acks_for(done)? {
+                    send_json(ws, &ack).await?;
+                }
+                last_sent = Instant::now();
+            }
             _ = node.out_wake.notified() => push = true,
             _ = tick.tick() => {
                 push = true;
@@ -146,13 +161,16 @@ async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
     }
 }
 
-/// One envelope of the hub's stream: verify, store, acknowledge, release for execution.
-async fn from_hub(node: &Arc<Node>, bytes: &[u8]) -> Result<Frame> {
-    let opened = match node.verify(bytes, node.now()) {
+/// One envelope of the hub's stream: verified here, then queued to the store. What it
+/// releases is handed to the executor right after its commit (in the writer thread, even
+/// if the link broke meanwhile); the ack follows when the commit finished. Returns the
+/// answer to a refused one.
+fn from_hub(node: &Arc<Node>, bytes: Vec<u8>, arrivals: &mut Pipeline<Arrival>) -> Option<Frame> {
+    let opened = match node.verify(&bytes, node.now()) {
         Ok(o) => o,
         Err(e) => {
             tracing::warn!("refused a message from the hub: {e}");
-            return Ok(Frame::Refused {
+            return Some(Frame::Refused {
                 reason: e.to_string(),
             });
         }
@@ -161,13 +179,19 @@ async fn from_hub(node: &Arc<Node>, bytes: &[u8]) -> Result<Frame> {
         Payload::Request { request, .. } => Some(request.id.clone()),
         Payload::Skip { .. } => None,
     };
-    let receipt = node
+    let stream = opened.stream.clone();
+    let releaser = node.clone();
+    let commit = node
         .writer
-        .receive(opened.stream.clone(), opened.seq, id, bytes.to_vec())
-        .await?;
-    node.release(receipt.released.into_iter().filter_map(|r| r.id).collect());
-    Ok(Frame::Ack {
-        stream: opened.stream,
-        upto: receipt.acked,
-    })
+        .receive_queued(opened.stream, opened.seq, id, bytes, move |receipt| {
+            releaser.release(
+                receipt
+                    .released
+                    .iter()
+                    .filter_map(|r| r.id.clone())
+                    .collect(),
+            );
+        });
+    arrivals.push(async move { commit.await.map(|r| (stream, r.acked)) });
+    None
 }

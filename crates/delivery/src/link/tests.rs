@@ -75,11 +75,7 @@ async fn exactly_once_in_order_over_a_bad_link_with_crashes() {
             node_w = Writer::open(&node_db).expect("reopen");
         }
         // Transmit over the bad link.
-        let unacked = DeliveryStore::open(&hub_db)
-            .expect("peek")
-            .unacked(&stream, 64)
-            .expect("unacked");
-        let mut frames = out.poll(now, unacked).await;
+        let mut frames = out.poll(now).await.expect("poll");
         if xorshift(&mut rng).is_multiple_of(2) {
             frames.reverse();
         }
@@ -135,7 +131,7 @@ async fn exactly_once_in_order_over_a_bad_link_with_crashes() {
             signers: &signers,
             now_ms: now,
         };
-        for f in out.poll(now, unacked).await {
+        for f in out.poll(now).await.expect("poll") {
             if let Frame::Envelope { bytes } = f
                 && let Received::Stored {
                     ack: Frame::Ack { upto, .. },

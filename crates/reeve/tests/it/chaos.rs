@@ -9,7 +9,7 @@
 
 use crate::helper::hub::{Hub, Operator};
 use crate::helper::proxy::Proxy;
-use crate::helper::{Agent, read, wait_for};
+use crate::helper::{Agent, read};
 use reeve_agent::node::transport::{self, Call};
 use reeve_delivery::envelope::{Request, authorize};
 use reeve_delivery::keys::KeyPair;
@@ -146,11 +146,28 @@ fn nothing_lost_nothing_twice_in_order_through_kills_and_cut_links() {
     eprintln!("chaos: {chaos_log:?}");
     let want: Vec<String> = (0..per_node).map(|i| i.to_string()).collect();
     for (n, f) in files.iter().enumerate() {
-        wait_for(
-            Duration::from_secs(90),
-            &format!("{} ran everything", NODES[n]),
-            || (read(f).lines().count() >= per_node).then_some(()),
-        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while read(f).lines().count() < per_node {
+            if std::time::Instant::now() > deadline {
+                let (_, all) = hub.api(&alice, "GET", "/api/v1/messages?limit=1000", None);
+                let open: Vec<String> = all
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter(|m| m["node"] == NODES[n] && m["state"] != "replied")
+                            .map(|m| format!("{} {} {}", m["seq"], m["state"], m["id"]))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                panic!(
+                    "{} ran {} of {per_node} in 90 s (chaos: {chaos_log:?}); its file: {:?}; not replied at the hub: {open:?}",
+                    NODES[n],
+                    read(f).lines().count(),
+                    read(f),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     // Let stragglers (a second run would show here) land before judging.
     std::thread::sleep(Duration::from_millis(500));
