@@ -287,28 +287,43 @@ impl DeliveryStore {
             .collect::<std::result::Result<_, _>>()
             .map_err(q("read expire"))?
         };
-        let mut out = Vec::new();
-        for (key, seq, id, envelope) in due {
-            tx.execute(
-                "INSERT OR IGNORE INTO dead_letters (key, seq, id, envelope, expired_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![key, seq as i64, id, envelope, now_ms as i64],
-            )
-            .map_err(q("dead letter"))?;
-            // The skip marker keeps the position (id '' marks it) and never expires.
-            tx.execute(
-                "UPDATE outbox SET envelope = ?3, id = '', expires_at_ms = ?4
-                 WHERE key = ?1 AND seq = ?2",
-                params![key, seq as i64, skip(&key, seq), i64::MAX],
-            )
-            .map_err(q("skip marker"))?;
-            out.push(Expired {
-                stream_key: key,
-                seq,
-                id,
-            });
-        }
+        let out = dead_letter(&tx, due, now_ms, &mut skip)?;
         tx.commit().map_err(q("commit expire"))?;
+        Ok(out)
+    }
+
+    /// Purges the unacknowledged messages with these request ids, as expiry does: each
+    /// becomes a dead letter and the owner's signed skip marker takes its place, so the
+    /// stream moves on; atomically. Ids not (or no longer) in the outbox are left out of
+    /// the answer. A message already stored by its receiver is not recalled: a copy in
+    /// flight may still be taken (its skip marker is then a duplicate there).
+    pub fn purge(
+        &mut self,
+        ids: &[String],
+        now_ms: u64,
+        mut skip: impl FnMut(&str, u64) -> Vec<u8>,
+    ) -> Result<Vec<Expired>> {
+        let tx = self.conn.savepoint().map_err(q("begin purge"))?;
+        let mut due = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT key, seq, id, envelope FROM outbox WHERE id = ?1 AND id != ''",
+                )
+                .map_err(q("prepare purge"))?;
+            for id in ids {
+                let rows = stmt
+                    .query_map(params![id], |r| {
+                        Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?, r.get(3)?))
+                    })
+                    .map_err(q("query purge"))?;
+                for row in rows {
+                    due.push(row.map_err(q("read purge"))?);
+                }
+            }
+        }
+        let out = dead_letter(&tx, due, now_ms, &mut skip)?;
+        tx.commit().map_err(q("commit purge"))?;
         Ok(out)
     }
 
@@ -482,6 +497,37 @@ impl DeliveryStore {
 
 mod run;
 pub use run::{ReplyOut, RunState, Seal};
+
+/// Moves these outbox rows to the dead letters and puts the owner's skip marker in each
+/// one's place (the position is kept; id '' marks a skip, which never expires).
+fn dead_letter(
+    tx: &rusqlite::Savepoint<'_>,
+    rows: Vec<(String, u64, String, Vec<u8>)>,
+    now_ms: u64,
+    skip: &mut impl FnMut(&str, u64) -> Vec<u8>,
+) -> Result<Vec<Expired>> {
+    let mut out = Vec::new();
+    for (key, seq, id, envelope) in rows {
+        tx.execute(
+            "INSERT OR IGNORE INTO dead_letters (key, seq, id, envelope, expired_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![key, seq as i64, id, envelope, now_ms as i64],
+        )
+        .map_err(q("dead letter"))?;
+        tx.execute(
+            "UPDATE outbox SET envelope = ?3, id = '', expires_at_ms = ?4
+             WHERE key = ?1 AND seq = ?2",
+            params![key, seq as i64, skip(&key, seq), i64::MAX],
+        )
+        .map_err(q("skip marker"))?;
+        out.push(Expired {
+            stream_key: key,
+            seq,
+            id,
+        });
+    }
+    Ok(out)
+}
 
 #[cfg(test)]
 mod tests;

@@ -83,6 +83,7 @@ pub fn routes() -> OpenApiRouter<Arc<Hub>> {
         .routes(routes!(node))
         .routes(routes!(node_request))
         .routes(routes!(messages, send))
+        .routes(routes!(purge))
         .routes(routes!(message))
         .routes(routes!(errors))
         .routes(routes!(events))
@@ -570,6 +571,75 @@ async fn send(
     Ok((StatusCode::ACCEPTED, Json(SendAnswer { accepted })).into_response())
 }
 
+/// Body of `POST /api/v1/messages/purge`: which waiting messages to purge, by id or by age
+/// (at least one of the two).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeBody {
+    /// These messages (at most 10,000).
+    #[serde(default)]
+    pub ids: Vec<String>,
+    /// Every message still waiting for delivery that was accepted more than this many
+    /// milliseconds ago.
+    #[schema(value_type = Option<i64>, minimum = 0)]
+    pub older_than_ms: Option<Count>,
+    /// With `older_than_ms`: only messages to this node.
+    pub node: Option<String>,
+}
+
+/// Answer of `POST /api/v1/messages/purge`.
+#[derive(Serialize, ToSchema)]
+pub struct PurgeAnswer {
+    /// Purged: dead letters now, a skip marker in each one's place.
+    pub purged: Vec<String>,
+    /// Named but not waiting in the outbox (unknown, already delivered, expired or purged).
+    pub not_waiting: Vec<String>,
+}
+
+/// Purges messages not yet delivered: each becomes a dead letter (state `purged`, an entry
+/// in the error log) and a signed skip marker takes its place, so its node's stream moves
+/// on. A message already stored by its node is not recalled.
+#[utoipa::path(post, path = "/api/v1/messages/purge", tag = "messages", request_body = PurgeBody,
+    responses(
+        (status = 200, description = "What was purged", body = PurgeAnswer),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody)))]
+async fn purge(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    body: Result<Json<PurgeBody>, JsonRejection>,
+) -> ApiResult {
+    let op = authorize(&hub, &headers, "operator")?;
+    let Json(b) = body.map_err(|e| bad(e.body_text()))?;
+    if b.ids.is_empty() && b.older_than_ms.is_none() {
+        return Err(bad(
+            "name the messages to purge: ids, older_than_ms or both",
+        ));
+    }
+    if b.ids.len() > 10_000 {
+        return Err(bad("purge at most 10000 ids at once"));
+    }
+    let mut ids = b.ids.clone();
+    if let Some(age) = b.older_than_ms {
+        let before = crate::now_ms().saturating_sub(age.0);
+        let node = b.node.filter(|n| !n.is_empty());
+        let old = hub
+            .read(|c| db::waiting_before(c, before, node.as_deref()))
+            .map_err(internal)?;
+        ids.extend(old);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let purged = hub.purge(ids.clone(), &op.name).await.map_err(internal)?;
+    let not_waiting = b.ids.into_iter().filter(|i| !purged.contains(i)).collect();
+    Ok(Json(PurgeAnswer {
+        purged,
+        not_waiting,
+    })
+    .into_response())
+}
+
 /// A message's state.
 #[derive(Deserialize, ToSchema, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
@@ -582,6 +652,8 @@ pub enum MessageState {
     Replied,
     /// Expired before delivery (a dead letter).
     Expired,
+    /// Purged by an operator before delivery (a dead letter).
+    Purged,
 }
 
 impl MessageState {
@@ -591,6 +663,7 @@ impl MessageState {
             Self::Delivered => "delivered",
             Self::Replied => "replied",
             Self::Expired => "expired",
+            Self::Purged => "purged",
         }
     }
 }
@@ -672,7 +745,7 @@ async fn message(
                 format!("no message {id:?}"),
             ));
         };
-        let settled = row.state == "replied" || row.state == "expired";
+        let settled = matches!(row.state.as_str(), "replied" | "expired" | "purged");
         if settled || tokio::time::Instant::now() >= deadline {
             return Ok(Json(row).into_response());
         }

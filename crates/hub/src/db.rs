@@ -295,6 +295,18 @@ pub fn messages(
         .context("cannot read messages")
 }
 
+/// Ids of the messages still waiting for delivery (`accepted`) that were created before
+/// `before_ms`, optionally only those to `node`; at most 100,000.
+pub fn waiting_before(c: &Connection, before_ms: u64, node: Option<&str>) -> Result<Vec<String>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT id FROM hub_messages WHERE state = 'accepted' AND created_ms < ?1
+         AND (?2 IS NULL OR node = ?2) ORDER BY created_ms LIMIT 100000",
+    )?;
+    let rows = stmt.query_map(params![before_ms as i64, node], |r| r.get(0))?;
+    rows.collect::<rusqlite::Result<_>>()
+        .context("cannot read waiting messages")
+}
+
 /// The central error log, newest first.
 pub fn errors(c: &Connection, limit: u64) -> Result<Vec<ErrorRow>> {
     let mut stmt = c.prepare_cached(

@@ -238,21 +238,7 @@ impl Hub {
         let expired = self
             .writer
             .run(move |s| {
-                let gone = s.expire(now, |k, seq| {
-                    parse_stream_key(k)
-                        .and_then(|stream| {
-                            seal(
-                                &Sequenced {
-                                    stream,
-                                    seq: Some(seq),
-                                    content: Content::Skip { reason: "expired".into() },
-                                },
-                                &key,
-                            )
-                            .ok()
-                        })
-                        .unwrap_or_default()
-                })?;
+                let gone = s.expire(now, skip_marker(&key, "expired"))?;
                 for e in &gone {
                     let node = parse_stream_key(&e.stream_key).map(|s| s.receiver);
                     s.conn()
@@ -281,6 +267,73 @@ impl Hub {
             self.bump();
         }
         Ok(expired.len())
+    }
+
+    /// Purges the undelivered messages with these ids on behalf of `by`: each becomes a
+    /// dead letter (state `purged`, an error log entry) and a signed skip marker takes its
+    /// place so its stream moves on. Returns the ids purged; the others were not (or no
+    /// longer) waiting in the outbox.
+    pub async fn purge(&self, ids: Vec<String>, by: &str) -> Result<Vec<String>> {
+        let key = self.key.clone();
+        let now = now_ms();
+        let by = by.to_string();
+        let gone = self
+            .writer
+            .run(move |s| {
+                let reason = format!("purged by {by}");
+                let gone = s.purge(&ids, now, skip_marker(&key, &reason))?;
+                for e in &gone {
+                    let node = parse_stream_key(&e.stream_key).map(|s| s.receiver);
+                    s.conn()
+                        .execute(
+                            "UPDATE hub_messages SET state = 'purged' WHERE id = ?1",
+                            params![e.id],
+                        )
+                        .map_err(sql("mark purged"))?;
+                    db::log_error(
+                        s.conn(),
+                        now,
+                        node.as_deref(),
+                        "purged",
+                        &format!("message {} (seq {}) {reason} before delivery; a skip marker replaces it", e.id, e.seq),
+                    )
+                    .map_err(sql("log purge"))?;
+                }
+                Ok(gone)
+            })
+            .await?;
+        for e in &gone {
+            if let Some(stream) = parse_stream_key(&e.stream_key) {
+                self.wake(&stream.receiver);
+            }
+        }
+        if !gone.is_empty() {
+            self.bump();
+        }
+        Ok(gone.into_iter().map(|e| e.id).collect())
+    }
+}
+
+/// Seals the hub's skip marker for a position of one of its streams (`reason` travels in
+/// it); empty when the stream key cannot be read, which cannot happen for the hub's own.
+fn skip_marker(key: &KeyPair, reason: &str) -> impl FnMut(&str, u64) -> Vec<u8> {
+    let reason = reason.to_string();
+    move |k, seq| {
+        parse_stream_key(k)
+            .and_then(|stream| {
+                seal(
+                    &Sequenced {
+                        stream,
+                        seq: Some(seq),
+                        content: Content::Skip {
+                            reason: reason.clone(),
+                        },
+                    },
+                    key,
+                )
+                .ok()
+            })
+            .unwrap_or_default()
     }
 }
 

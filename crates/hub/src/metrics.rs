@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// The states a message can be in (each always reported, zero or not).
-pub const MESSAGE_STATES: [&str; 4] = ["accepted", "delivered", "replied", "expired"];
+pub const MESSAGE_STATES: [&str; 5] = ["accepted", "delivered", "replied", "expired", "purged"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {

@@ -100,13 +100,31 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Messages sent through the hub: their state (accepted, delivered, replied, expired).
+    /// Messages sent through the hub: their state (accepted, delivered, replied, expired,
+    /// purged); `reeve messages show ID` shows one and its reply; `reeve messages purge
+    /// --id ID | --older-than 2d [--node N]` purges messages not yet delivered (each
+    /// becomes a dead letter and a signed skip marker takes its place).
+    #[command(
+        after_help = "Examples:\n  reeve messages --pending\n  reeve messages show 01J…\n  \
+        reeve messages purge --id 01J…\n  reeve messages purge --older-than 7d --node n1"
+    )]
     Messages {
         #[command(flatten)]
         conn: crate::fleet_cmds::HubConn,
-        /// Show one message and its reply (`reeve messages show ID` works too).
-        #[arg(value_names = ["show", "ID"], num_args = 0..=2)]
+        /// `show ID`, or `ID`: one message and its reply; `purge`: purge (with --id or
+        /// --older-than).
+        #[arg(value_names = ["show|purge", "ID"], num_args = 0..=2)]
         show: Vec<String>,
+        /// With `purge`: this message (repeat for more).
+        #[arg(long = "id", value_name = "ID")]
+        ids: Vec<String>,
+        /// With `purge`: every message still waiting that was accepted longer ago than
+        /// this (e.g. 2h, 7d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Option<std::time::Duration>,
+        /// With `purge --older-than`: only messages to this node.
+        #[arg(long)]
+        node: Option<String>,
         /// Only messages not yet delivered.
         #[arg(long, conflicts_with = "dead")]
         pending: bool,
@@ -316,10 +334,22 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Messages {
             conn,
             show,
+            ids,
+            older_than,
+            node,
             pending,
             dead,
             json,
         } => {
+            if show.first().map(String::as_str) == Some("purge") {
+                if show.len() > 1 {
+                    anyhow::bail!("give the messages to purge with --id ID (repeatable)");
+                }
+                return crate::fleet_cmds::purge(&conn, ids, older_than, node, json).await;
+            }
+            if !ids.is_empty() || older_than.is_some() || node.is_some() {
+                anyhow::bail!("--id, --older-than and --node go with `reeve messages purge`");
+            }
             let id = match show.as_slice() {
                 [] => None,
                 [id] | [_, id] => Some(id.clone()),

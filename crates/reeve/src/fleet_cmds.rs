@@ -351,6 +351,63 @@ pub async fn messages(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs `reeve messages purge`.
+pub async fn purge(
+    conn: &HubConn,
+    ids: Vec<String>,
+    older_than: Option<Duration>,
+    node: Option<String>,
+    as_json: bool,
+) -> Result<ExitCode> {
+    if ids.is_empty() && older_than.is_none() {
+        anyhow::bail!("say what to purge: --id ID (repeatable) or --older-than AGE");
+    }
+    if node.is_some() && older_than.is_none() {
+        anyhow::bail!("--node narrows --older-than; with --id, name the messages themselves");
+    }
+    let mut body = serde_json::json!({ "ids": ids });
+    if let Some(age) = older_than {
+        body["older_than_ms"] = (age.as_millis() as u64).into();
+    }
+    if let Some(n) = node {
+        body["node"] = n.into();
+    }
+    let answer = conn
+        .call("POST", "/api/v1/messages/purge", Some(&body))
+        .await?;
+    let list = |k: &str| -> Vec<String> {
+        answer
+            .get(k)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
+    };
+    let (purged, not_waiting) = (list("purged"), list("not_waiting"));
+    if as_json {
+        println!("{answer}");
+    } else {
+        for id in &purged {
+            println!("purged {id}");
+        }
+        for id in &not_waiting {
+            eprintln!(
+                "not purged {id}: not waiting for delivery (unknown, delivered, expired or purged already)"
+            );
+        }
+        if purged.is_empty() && not_waiting.is_empty() {
+            println!("nothing to purge");
+        }
+    }
+    Ok(if not_waiting.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// Runs `reeve errors`.
 pub async fn errors(conn: &HubConn, as_json: bool) -> Result<ExitCode> {
     let list = conn.call("GET", "/api/v1/errors", None).await?;

@@ -1,5 +1,5 @@
 //! The outbox and inbox against a reference model, with crashes (close and reopen of both
-//! files) injected between steps, lost and duplicated transmissions, and skips.
+//! files) injected between steps, lost and duplicated transmissions, skips and purges.
 
 use super::*;
 use crate::keys::KeyPair;
@@ -26,6 +26,9 @@ enum Step {
     },
     /// Both processes crash and restart.
     Crash,
+    /// The owner purges one accepted message (picked by index): if it is still in the
+    /// outbox it becomes a skip, and is never stored unless the receiver had it already.
+    Purge { pick: usize },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -35,6 +38,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (proptest::collection::vec(any::<bool>(), 0..8), any::<bool>(), any::<bool>())
             .prop_map(|(lose, dup, reverse)| Step::Transmit { lose, dup, reverse }),
         1 => Just(Step::Crash),
+        1 => any::<usize>().prop_map(|pick| Step::Purge { pick }),
     ]
 }
 
@@ -48,7 +52,8 @@ proptest! {
         let s = stream(&owner);
         let mut outbox = DeliveryStore::open(&out_path).expect("open");
         let mut inbox = DeliveryStore::open(&in_path).expect("open");
-        // Reference model: what was accepted, in order (id or skip).
+        // Reference model: what was accepted, in order (id or skip; a purge the receiver did
+        // not have yet turns its id into a skip).
         let mut accepted: Vec<Option<String>> = Vec::new();
         // Envelope bytes here are "id" or "skip" (signatures are tested in envelope.rs).
         for st in steps.iter().cloned().chain(std::iter::once(Step::Transmit { lose: vec![], dup: false, reverse: false })) {
@@ -75,6 +80,20 @@ proptest! {
                     }
                     if let Some(a) = acked {
                         outbox.ack(&s, a).expect("ack");
+                    }
+                }
+                Step::Purge { pick } => {
+                    if accepted.is_empty() { continue; }
+                    let k = pick % accepted.len();
+                    let Some(id) = accepted[k].clone() else { continue };
+                    let waiting = outbox.unacked(&s, 1000).expect("unacked").iter().any(|(seq, _)| *seq as usize == k + 1);
+                    let gone = outbox.purge(std::slice::from_ref(&id), 7, |_, _| b"skip".to_vec()).expect("purge");
+                    prop_assert_eq!(gone.len(), usize::from(waiting), "purged exactly when still waiting");
+                    // Stored means in the inbox or held there behind a gap.
+                    let held: i64 = inbox.conn.query_row("SELECT count(*) FROM in_held WHERE id = ?1", params![id], |r| r.get(0)).expect("held");
+                    let stored = held > 0 || inbox.inbox_ids(&s).expect("ids").iter().any(|(_, i)| *i == id);
+                    if waiting && !stored {
+                        accepted[k] = None;
                     }
                 }
                 Step::Crash => {

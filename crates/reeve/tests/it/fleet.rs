@@ -454,3 +454,96 @@ fn steward_json_on_the_socket_goes_node_to_node_and_the_reply_lands_in_a_file() 
     // And the local API still speaks HTTP on the same socket.
     n1.ok(&["ps"]);
 }
+
+#[test]
+fn purged_messages_never_run_and_the_stream_moves_on() {
+    let hub = Hub::start();
+    let alice = hub.operator("alice", "operator");
+    let vic = hub.operator("vic", "viewer");
+    let mut a = joined(&hub, "n1", &[&alice]);
+    a.start();
+    hub.wait_online(&alice, "n1");
+    a.stop();
+    let file = a.dir.path().join("ran.txt");
+    let queue = |i: u32| {
+        let cmd = format!("echo {i} >> {}", file.display());
+        let r = send(
+            &hub,
+            &alice,
+            &["--to", "n1", "--no-wait", "exec", "--", "sh", "-c", &cmd],
+        );
+        r["id"].as_str().expect("id").to_string()
+    };
+    let ids: Vec<String> = (0..4).map(queue).collect();
+    // A viewer may look but not purge.
+    let refused = hub.as_op(&vic, &["messages", "purge", "--id", &ids[1]]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("403"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let purged = hub.json(&alice, &["messages", "purge", "--id", &ids[1]]);
+    assert_eq!(purged["purged"], serde_json::json!([ids[1]]), "{purged}");
+    // Purged once is not waiting any more: said so, and the exit code says it too.
+    let again = hub.as_op(&alice, &["messages", "purge", "--id", &ids[1]]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not waiting"));
+    // Bad input changes nothing.
+    let bad = hub.as_op(&alice, &["messages", "purge"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--older-than"));
+    a.start();
+    wait_for(T, "the others replied", || {
+        let list = hub.json(&alice, &["messages"]);
+        let replied = list
+            .as_array()?
+            .iter()
+            .filter(|m| m["state"] == "replied")
+            .count();
+        (replied == 3).then_some(())
+    });
+    assert_eq!(
+        read(&file),
+        "0\n2\n3\n",
+        "the purged one never ran; the rest in order"
+    );
+    let shown = hub.json_any(&alice, &["messages", "show", &ids[1]]);
+    assert_eq!(shown["state"], "purged", "{shown}");
+    let errors = hub.json(&alice, &["errors"]);
+    assert!(
+        errors
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|e| e["kind"] == "purged" && e["message"].as_str().unwrap_or("").contains("alice")),
+        "{errors}"
+    );
+    // By age, for one node: everything still waiting goes, and the stream still moves.
+    a.stop();
+    let old: Vec<String> = (4..6).map(queue).collect();
+    std::thread::sleep(Duration::from_millis(20));
+    let purged = hub.json(
+        &alice,
+        &["messages", "purge", "--older-than", "10ms", "--node", "n1"],
+    );
+    let mut got: Vec<String> = purged["purged"]
+        .as_array()
+        .expect("purged")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    got.sort();
+    let mut want = old.clone();
+    want.sort();
+    assert_eq!(got, want, "{purged}");
+    a.start();
+    let cmd = format!("echo 6 >> {}", file.display());
+    let r = send(
+        &hub,
+        &alice,
+        &["--to", "n1", "exec", "--", "sh", "-c", &cmd],
+    );
+    assert_eq!(r["state"], "replied", "{r}");
+    assert_eq!(read(&file), "0\n2\n3\n6\n");
+}
