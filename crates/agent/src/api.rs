@@ -33,6 +33,8 @@ pub struct ApiState {
     pub info: Arc<AgentInfo>,
     /// Log directory root (one folder per service).
     pub logs_root: std::path::PathBuf,
+    /// The node's fleet side, when it joined a hub.
+    pub node: Option<Arc<crate::node::Node>>,
 }
 
 /// The peer of a control-socket connection.
@@ -103,6 +105,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/events/stream", get(events_stream))
         .route("/v1/reload", post(reload))
+        .route("/v1/node/leave", post(leave))
         .route("/v1/modules", get(list_modules))
         .route("/v1/state/plan", post(plan_state))
         .route("/v1/state/apply", post(apply_state))
@@ -252,6 +255,29 @@ async fn reload(
     ConnectInfo(peer): ConnectInfo<Peer>,
 ) -> Json<reeve_proto::api::ReloadReport> {
     Json(s.sup.reload(&peer.actor()).await)
+}
+
+/// How long `POST /v1/node/leave` waits for the hub's confirmation.
+const LEAVE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+async fn leave(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, AppError> {
+    let Some(node) = s.node else {
+        return Err(AppError(
+            StatusCode::CONFLICT,
+            "this agent has not joined a hub: there is nothing to leave".into(),
+        ));
+    };
+    if node.has_left() {
+        return Err(AppError(
+            StatusCode::CONFLICT,
+            format!("{} has left the fleet already", node.name()),
+        ));
+    }
+    let left = node.leave(LEAVE_WAIT).await.map_err(internal)?;
+    Ok(Json(serde_json::json!({
+        "node": node.name(),
+        "state": if left { "left" } else { "leaving" },
+    })))
 }
 
 #[derive(Deserialize)]

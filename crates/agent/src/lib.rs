@@ -100,6 +100,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
             started_ms,
         }),
         logs_root: cfg.data_dir.join("logs"),
+        node: fleet_node.clone(),
     };
     let listener = steward_socket::split(listener, fleet_node.clone()).context("control socket")?;
     if let Some(m) = metrics {

@@ -327,6 +327,47 @@ impl DeliveryStore {
         Ok(out)
     }
 
+    /// Ends one of the owner's streams for good (its receiver is gone): every message still
+    /// waiting becomes a dead letter, and the stream's outbox and counters are dropped, so a
+    /// new receiver under the same name starts again at 1. Returns the dead letters.
+    pub fn retire_stream(&mut self, stream: &StreamId, now_ms: u64) -> Result<Vec<Expired>> {
+        let key = stream_key(stream);
+        let tx = self.conn.savepoint().map_err(q("begin retire"))?;
+        let waiting: Vec<(u64, String, Vec<u8>)> = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT seq, id, envelope FROM outbox WHERE key = ?1 AND id != '' ORDER BY seq",
+                )
+                .map_err(q("prepare retire"))?;
+            stmt.query_map(params![key], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
+            })
+            .map_err(q("query retire"))?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(q("read retire"))?
+        };
+        let mut out = Vec::new();
+        for (seq, id, envelope) in waiting {
+            tx.execute(
+                "INSERT OR IGNORE INTO dead_letters (key, seq, id, envelope, expired_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key, seq as i64, id, envelope, now_ms as i64],
+            )
+            .map_err(q("dead letter"))?;
+            out.push(Expired {
+                stream_key: key.clone(),
+                seq,
+                id,
+            });
+        }
+        tx.execute("DELETE FROM outbox WHERE key = ?1", params![key])
+            .map_err(q("drop outbox"))?;
+        tx.execute("DELETE FROM out_streams WHERE key = ?1", params![key])
+            .map_err(q("drop stream"))?;
+        tx.commit().map_err(q("commit retire"))?;
+        Ok(out)
+    }
+
     /// Dead letters: (stream key, seq, request id), oldest first.
     pub fn dead_letters(&self) -> Result<Vec<Expired>> {
         let mut stmt = self

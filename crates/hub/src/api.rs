@@ -80,7 +80,7 @@ pub fn routes() -> OpenApiRouter<Arc<Hub>> {
         .routes(routes!(me))
         .routes(routes!(join))
         .routes(routes!(nodes))
-        .routes(routes!(node))
+        .routes(routes!(node, remove_node))
         .routes(routes!(node_request))
         .routes(routes!(messages, send))
         .routes(routes!(purge))
@@ -326,7 +326,7 @@ async fn join(
             if let Some(k) = db::node_key(c, &node).map_err(sql("read node"))?
                 && k != key64
             {
-                return refuse(&format!("a node named {node} is enrolled with another key (reeve hub node remove frees the name)"));
+                return refuse(&format!("a node named {node} is enrolled with another key (reeve nodes remove NAME frees the name)"));
             }
             c.execute(
                 "INSERT INTO hub_nodes (name, key, enrolled_ms) VALUES (?1, ?2, ?3)
@@ -456,6 +456,44 @@ async fn node(
     authorize(&hub, &headers, "viewer")?;
     match hub.read(|c| db::node(c, &name)).map_err(internal)? {
         Some(n) => Ok(Json(with_online(&hub, n)).into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no node named {name:?}"),
+        )),
+    }
+}
+
+/// Answer of `DELETE /api/v1/nodes/{name}`.
+#[derive(Serialize, ToSchema)]
+pub struct Removed {
+    /// The node removed.
+    pub node: String,
+    /// How many messages waiting for it were purged.
+    pub purged: u64,
+}
+
+/// Removes a node: its key is forgotten (it can no longer connect), the messages waiting
+/// for it are purged, its live connection is closed; its history stays. The name is free
+/// for a new `reeve agent join`.
+#[utoipa::path(delete, path = "/api/v1/nodes/{name}", tag = "nodes",
+    params(("name" = String, Path, description = "The node's name")),
+    responses(
+        (status = 200, description = "Removed", body = Removed),
+        (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 403, description = "Role too weak", body = ErrorBody),
+        (status = 404, description = "No such node", body = ErrorBody)))]
+async fn remove_node(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let op = authorize(&hub, &headers, "admin")?;
+    match hub.remove_node(&name, &op.name).await.map_err(internal)? {
+        Some(purged) => Ok(Json(Removed {
+            node: name,
+            purged: purged as u64,
+        })
+        .into_response()),
         None => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no node named {name:?}"),
@@ -1116,6 +1154,7 @@ mod tests {
                     wake: Default::default(),
                     probe: Default::default(),
                     kick: Default::default(),
+                    removed: Default::default(),
                     probe_nonce: 0.into(),
                     pong_nonce: 0.into(),
                 }),

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod registry;
 pub mod relay;
+pub mod removal;
 pub mod serve;
 
 use anyhow::{Context, Result, bail};
@@ -58,6 +59,8 @@ pub(crate) struct Live {
     pub(crate) probe: Notify,
     /// Close this connection: it was found dead and a new one replaces it.
     pub(crate) kick: Notify,
+    /// Close this connection: the node was removed (or left).
+    pub(crate) removed: Notify,
     /// The nonce of the last probe ping sent on it.
     pub(crate) probe_nonce: std::sync::atomic::AtomicU64,
     /// The nonce of the last pong received on it.

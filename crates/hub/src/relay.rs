@@ -142,6 +142,7 @@ pub async fn handle(hub: Arc<Hub>, mut ws: WebSocket) {
         wake: tokio::sync::Notify::new(),
         probe: tokio::sync::Notify::new(),
         kick: tokio::sync::Notify::new(),
+        removed: tokio::sync::Notify::new(),
         probe_nonce: 0.into(),
         pong_nonce: 0.into(),
     });
@@ -317,6 +318,7 @@ async fn session(
                 send(ws, Message::Ping(n.to_be_bytes().to_vec().into())).await?;
             }
             _ = live.kick.notified() => bail!("replaced by a newer connection with this node's key"),
+            _ = live.removed.notified() => bail!("the node was removed from the fleet"),
             _ = tick.tick() => push = true,
         }
     }
@@ -545,6 +547,16 @@ fn apply(
                         .map_err(sql("log"))?;
                     }
                 }
+            }
+            (None, "leave") => {
+                // The node leaves the fleet: signed by its own key, in its stream's order
+                // (after everything it sent before). It closes its link once this is acked.
+                let stream = reeve_delivery::envelope::StreamId {
+                    owner: fw.key.public(),
+                    instance: fw.instance.clone(),
+                    receiver: node.to_string(),
+                };
+                crate::removal::remove_in(s, &stream, node, node, now)?;
             }
             (None, "hello") => {
                 let facts = serde_json::to_string(&request.args).unwrap_or_default();

@@ -89,10 +89,16 @@ pub enum Command {
     Hub(crate::hub_cmds::HubCmd),
     /// Send a request to nodes through the hub, signed with your key; waits for the replies.
     Send(crate::fleet_cmds::SendArgs),
-    /// List the nodes known to the hub: online or not, last seen, services.
+    /// List the nodes known to the hub: online or not, last seen, services;
+    /// `reeve nodes remove NAME` removes one (admin): its key can no longer connect, the
+    /// messages waiting for it are purged, and the name is free for a new join.
+    #[command(after_help = "Examples:\n  reeve nodes --search edge\n  reeve nodes remove edge-17")]
     Nodes {
         #[command(flatten)]
         conn: crate::fleet_cmds::HubConn,
+        /// `remove NAME`: remove that node from the fleet.
+        #[arg(value_names = ["remove", "NAME"], num_args = 0..=2)]
+        words: Vec<String>,
         /// Only nodes whose name contains this.
         #[arg(long)]
         search: Option<String>,
@@ -186,6 +192,15 @@ pub enum AgentSub {
     },
     /// Show the running agent's version, pid and directories.
     Info {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Leave the fleet: the running agent asks its hub to remove this node (signed, after
+    /// everything it sent before); once the hub confirms, the link closes for good, the
+    /// node forgets the hub and deletes its key. Services keep running. `reeve agent join`
+    /// enrols it again (with a new key).
+    Leave {
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -328,9 +343,18 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Hub(h) => crate::hub_cmds::run(h).await,
         Command::Dev(d) => crate::dev_cmd::run(d).await,
         Command::Send(a) => crate::fleet_cmds::send(a).await,
-        Command::Nodes { conn, search, json } => {
-            crate::fleet_cmds::nodes(&conn, search, json).await
-        }
+        Command::Nodes {
+            conn,
+            words,
+            search,
+            json,
+        } => match words.as_slice() {
+            [] => crate::fleet_cmds::nodes(&conn, search, json).await,
+            [verb, name] if verb == "remove" => {
+                crate::fleet_cmds::remove_node(&conn, name, json).await
+            }
+            _ => anyhow::bail!("usage: reeve nodes [--search S] | reeve nodes remove NAME"),
+        },
         Command::Messages {
             conn,
             show,

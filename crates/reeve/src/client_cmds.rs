@@ -59,6 +59,31 @@ pub async fn agent_sub(socket: &Path, sub: AgentSub) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        AgentSub::Leave { json } => {
+            let r: serde_json::Value = c.post("/v1/node/leave").await?;
+            let (node, state) = (
+                r.get("node").and_then(|v| v.as_str()).unwrap_or("?"),
+                r.get("state").and_then(|v| v.as_str()).unwrap_or("?"),
+            );
+            if json {
+                println!("{r}");
+            } else if state == "left" {
+                println!(
+                    "{node} left the fleet: the hub removed it and its key is deleted; \
+                     services keep running (reeve agent join enrols it again)"
+                );
+            } else {
+                println!(
+                    "{node} is leaving: the hub has not confirmed yet (is it reachable?); \
+                     the leave completes when it does"
+                );
+            }
+            Ok(if state == "left" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
         AgentSub::Init { .. } | AgentSub::Join { .. } => {
             bail!("internal: agent init and join are dispatched elsewhere")
         }

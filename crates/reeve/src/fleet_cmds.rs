@@ -293,6 +293,26 @@ pub async fn nodes(conn: &HubConn, search: Option<String>, as_json: bool) -> Res
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs `reeve nodes remove NAME`.
+pub async fn remove_node(conn: &HubConn, name: &str, as_json: bool) -> Result<ExitCode> {
+    let answer = conn
+        .call(
+            "DELETE",
+            &format!("/api/v1/nodes/{}", urlencode(name)),
+            None,
+        )
+        .await?;
+    if as_json {
+        println!("{answer}");
+    } else {
+        println!(
+            "removed {name}: its key can no longer connect; {} waiting messages purged",
+            answer.get("purged").and_then(Value::as_u64).unwrap_or(0)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {

@@ -61,7 +61,8 @@ pub async fn join(
     if existing.is_none() {
         identity::init(data_dir, &base, false)?;
     }
-    let key = identity::load_key(data_dir)?;
+    let key = identity::ensure_key(data_dir)?;
+    let fresh = existing.as_ref().is_none_or(|f| f.hub_key.is_none());
     let get = Call {
         method: "GET",
         path: "/api/v1/health",
@@ -95,6 +96,9 @@ pub async fn join(
         hub_key: Some(hub_key.to_base64()),
         ..base
     };
+    if fresh && let Some(aside) = identity::set_aside_old_delivery(data_dir)? {
+        tracing::info!(to = %aside.display(), "moved the message store of an earlier enrolment aside");
+    }
     identity::save(data_dir, &file)?;
     Ok(file)
 }

@@ -143,3 +143,52 @@ pub fn load(data_dir: &Path) -> Result<Option<Identity>> {
         hub_url: url,
     }))
 }
+
+/// The node's key pair, created (mode 0600) if there is none (after `reeve agent leave`).
+pub fn ensure_key(data_dir: &Path) -> Result<KeyPair> {
+    let path = paths(data_dir).1;
+    if path.exists() {
+        return load_key(data_dir);
+    }
+    let k = KeyPair::generate().context("cannot create the node key")?;
+    write_file(&path, &format!("{}\n", k.secret_base64()), 0o600)?;
+    Ok(k)
+}
+
+/// After leaving the fleet: `node.toml` forgets the hub (the name and proxy stay) and the
+/// key is deleted, so a later join enrols a new key.
+pub fn forget_hub(data_dir: &Path) -> Result<()> {
+    if let Some(mut file) = load_file(data_dir)? {
+        file.hub_url = None;
+        file.hub_key = None;
+        save(data_dir, &file)?;
+    }
+    let key = paths(data_dir).1;
+    match std::fs::remove_file(&key) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot delete {}", key.display())),
+    }
+}
+
+/// Before a join that starts a new enrolment: the message store of an earlier one is moved
+/// aside (kept for the record), since the hub starts the node's streams afresh.
+pub fn set_aside_old_delivery(data_dir: &Path) -> Result<Option<PathBuf>> {
+    let db = data_dir.join("delivery.db");
+    if !db.exists() {
+        return Ok(None);
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let aside = data_dir.join(format!("delivery.db.{stamp}.old"));
+    for suffix in ["", "-wal", "-shm"] {
+        let from = data_dir.join(format!("delivery.db{suffix}"));
+        if from.exists() {
+            let to = data_dir.join(format!("delivery.db.{stamp}.old{suffix}"));
+            std::fs::rename(&from, &to)
+                .with_context(|| format!("cannot move {} aside", from.display()))?;
+        }
+    }
+    Ok(Some(aside))
+}

@@ -52,6 +52,10 @@ pub struct Node {
     pub(crate) out_wake: Notify,
     pub(crate) clock: Mutex<HubClock>,
     pub(crate) connected: AtomicBool,
+    /// Set once the hub confirmed this node's leave: the link stays down.
+    pub(crate) left: AtomicBool,
+    /// Wakes the link to close after the leave.
+    pub(crate) leave_now: Notify,
     exec_tx: mpsc::UnboundedSender<String>,
     exec_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
 }
@@ -111,6 +115,8 @@ impl Node {
             out_wake: Notify::new(),
             clock: Mutex::new(HubClock::new(0)),
             connected: AtomicBool::new(false),
+            left: AtomicBool::new(false),
+            leave_now: Notify::new(),
             exec_tx,
             exec_rx: Mutex::new(Some(exec_rx)),
         })))
@@ -208,6 +214,70 @@ impl Node {
             .await?;
         self.out_wake.notify_one();
         Ok(id)
+    }
+
+    /// Leaves the fleet: a `leave` message (signed, after everything this node sent
+    /// before) asks the hub to remove it; once the hub acknowledged it, the link closes for
+    /// good and the node forgets the hub and deletes its key. Waits up to `wait` for that;
+    /// returns false if the hub has not confirmed yet (the leave then completes whenever
+    /// it does).
+    pub async fn leave(self: &Arc<Self>, wait: std::time::Duration) -> Result<bool> {
+        let (r, seal) = self.own_request("leave", json!({}), None)?;
+        let seq = self
+            .writer
+            .enqueue(self.out_stream(), r.id, r.expires_at_ms, seal)
+            .await?;
+        self.out_wake.notify_one();
+        let _ = self
+            .ctx
+            .log
+            .record(event(
+                None,
+                EventKind::Message,
+                "agent",
+                "leaving the fleet: waiting for the hub to confirm",
+                json!({"seq": seq}),
+            ))
+            .await;
+        let node = self.clone();
+        let done = tokio::spawn(async move { node.finish_leave(seq).await });
+        match tokio::time::timeout(wait, done).await {
+            Ok(Ok(r)) => r.map(|()| true),
+            Ok(Err(e)) => Err(anyhow::anyhow!("leave: {e}")),
+            Err(_) => Ok(false),
+        }
+    }
+
+    async fn finish_leave(&self, seq: u64) -> Result<()> {
+        loop {
+            let stream = self.out_stream();
+            let first = self.writer.run(move |st| st.unacked(&stream, 1)).await?;
+            if first.first().is_none_or(|(s, _)| *s > seq) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        self.left.store(true, Ordering::Relaxed);
+        self.leave_now.notify_one();
+        identity::forget_hub(&self.ctx.data_dir)?;
+        let _ = self
+            .ctx
+            .log
+            .record(event(
+                None,
+                EventKind::Message,
+                "agent",
+                "left the fleet: the hub removed this node; its key is deleted",
+                Value::Null,
+            ))
+            .await;
+        tracing::info!("left the fleet");
+        Ok(())
+    }
+
+    /// Has this node left the fleet?
+    pub fn has_left(&self) -> bool {
+        self.left.load(Ordering::Relaxed)
     }
 
     async fn audit(&self, req: &Request, signer: &PublicKey, outcome: &str, detail: Value) {

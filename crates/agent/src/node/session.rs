@@ -27,6 +27,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 pub async fn run(node: Arc<Node>) {
     let mut backoff = Duration::from_millis(250);
     loop {
+        if node.has_left() {
+            tracing::info!("hub link closed for good: this node left the fleet");
+            return;
+        }
         let result = connect_and_serve(&node).await;
         // A link that got as far as the hub's welcome starts the back-off over: the hub
         // is there, and a broken link should come back at once.
@@ -150,8 +154,12 @@ async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
                 last_sent = Instant::now();
             }
             _ = node.out_wake.notified() => push = true,
+            _ = node.leave_now.notified() => return Ok(()),
             _ = tick.tick() => {
                 push = true;
+                if node.has_left() {
+                    return Ok(());
+                }
                 if last_sent.elapsed() > KEEPALIVE {
                     send(ws, Message::Ping(Vec::new().into())).await?;
                     last_sent = Instant::now();

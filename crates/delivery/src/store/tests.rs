@@ -195,3 +195,25 @@ fn expiry_dead_letters_and_a_skip_lets_the_stream_move_on() {
         .collect();
     assert_eq!(ids, vec!["m2"]);
 }
+
+#[test]
+fn a_retired_stream_dead_letters_what_waits_and_starts_again_at_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let owner = KeyPair::generate().expect("key");
+    let s = stream(&owner);
+    let mut out = DeliveryStore::open(&dir.path().join("o.db")).expect("open");
+    for id in ["a", "b", "c"] {
+        out.enqueue(&s, id, u64::MAX, |_| id.as_bytes().to_vec())
+            .expect("enqueue");
+    }
+    out.ack(&s, 1).expect("ack");
+    let gone = out.retire_stream(&s, 5).expect("retire");
+    let ids: Vec<&str> = gone.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["b", "c"], "only what was still waiting");
+    assert!(out.unacked(&s, 10).expect("unacked").is_empty());
+    assert_eq!(out.dead_letters().expect("dead").len(), 2);
+    let seq = out
+        .enqueue(&s, "d", u64::MAX, |_| b"d".to_vec())
+        .expect("enqueue");
+    assert_eq!(seq, 1, "a new receiver under the same name starts at 1");
+}

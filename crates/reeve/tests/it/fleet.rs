@@ -547,3 +547,102 @@ fn purged_messages_never_run_and_the_stream_moves_on() {
     assert_eq!(r["state"], "replied", "{r}");
     assert_eq!(read(&file), "0\n2\n3\n6\n");
 }
+
+#[test]
+fn a_removed_node_is_cut_off_and_one_that_leaves_can_join_again_afresh() {
+    let hub = Hub::start();
+    let alice = hub.operator("alice", "operator");
+    let root = hub.operator("root", "admin");
+    let mut n1 = joined(&hub, "n1", &[&alice]);
+    let mut n2 = joined(&hub, "n2", &[&alice]);
+    n1.start();
+    n2.start();
+    hub.wait_online(&alice, "n1");
+    hub.wait_online(&alice, "n2");
+    let names = |hub: &Hub| -> Vec<String> {
+        hub.json(&alice, &["nodes"])
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .filter_map(|n| n["name"].as_str().map(str::to_string))
+            .collect()
+    };
+
+    // An admin removes n1 while a message waits for it.
+    n1.stop();
+    let r = send(
+        &hub,
+        &alice,
+        &["--to", "n1", "--no-wait", "exec", "--", "true"],
+    );
+    let id = r["id"].as_str().expect("id").to_string();
+    let weak = hub.as_op(&alice, &["nodes", "remove", "n1"]);
+    assert!(!weak.status.success(), "an operator may not remove nodes");
+    let out = hub.json(&root, &["nodes", "remove", "n1"]);
+    assert_eq!(out["purged"], 1, "{out}");
+    assert_eq!(
+        hub.json_any(&alice, &["messages", "show", &id])["state"],
+        "purged"
+    );
+    assert_eq!(names(&hub), ["n2"]);
+    let again = hub.as_op(&root, &["nodes", "remove", "n1"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no node named"));
+    // Its key no longer gets in.
+    n1.start();
+    wait_for(T, "n1's connection refused", || {
+        hub.json(&alice, &["errors"])
+            .as_array()?
+            .iter()
+            .any(|e| e["node"] == "n1" && e["kind"] == "refused")
+            .then_some(())
+    });
+    assert_eq!(names(&hub), ["n2"], "a refused key does not come back");
+
+    // n2 leaves by itself: the hub removes it, its key is deleted, services still answer.
+    let out: serde_json::Value =
+        serde_json::from_str(&n2.ok(&["agent", "leave", "--json"])).expect("json");
+    assert_eq!(out["state"], "left", "{out}");
+    assert!(
+        !n2.data_dir().join("node.key").exists(),
+        "the key is deleted"
+    );
+    assert!(names(&hub).is_empty());
+    let errors = hub.json(&alice, &["errors"]);
+    assert!(
+        errors
+            .as_array()
+            .expect("errors")
+            .iter()
+            .any(|e| e["node"] == "n2"
+                && e["kind"] == "node_removed"
+                && e["message"].as_str().unwrap_or("").contains("left")),
+        "{errors}"
+    );
+    n2.ok(&["ps"]);
+    let twice = n2.cli(&["agent", "leave"]);
+    assert!(!twice.status.success(), "nothing left to leave");
+
+    // It joins again: a new key, a stream that starts afresh, and requests run.
+    n2.stop();
+    let token = hub.token();
+    let data = n2.data_dir();
+    n2.ok(&[
+        "agent",
+        "join",
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+        "--token",
+        &token,
+    ]);
+    assert!(data.join("node.key").exists());
+    let old_store = std::fs::read_dir(&data)
+        .expect("data dir")
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().ends_with(".old"));
+    assert!(old_store, "the earlier message store is kept aside");
+    n2.start();
+    hub.wait_online(&alice, "n2");
+    let r = send(&hub, &alice, &["--to", "n2", "exec", "--", "true"]);
+    assert_eq!(r["state"], "replied", "{r}");
+}

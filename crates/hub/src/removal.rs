@@ -1,0 +1,78 @@
+//! Removing a node from the fleet, by an admin (`reeve nodes remove`) or by the node itself
+//! (`reeve agent leave`): its key is forgotten (it can no longer connect), every message
+//! still waiting for it becomes a dead letter (`purged`, the error log says by whom), and
+//! its stream is retired so that a node enrolled later under the same name starts afresh.
+//! Its history (messages, events) stays.
+
+use crate::{Hub, db, now_ms, sql};
+use anyhow::Result;
+use reeve_delivery::envelope::StreamId;
+use reeve_delivery::store::{DeliveryStore, StoreError};
+use rusqlite::params;
+
+/// Removes `node` inside a writer job (so it commits with whatever else the job does).
+/// Returns how many waiting messages were purged, or `None` if no such node is enrolled.
+pub(crate) fn remove_in(
+    s: &mut DeliveryStore,
+    stream: &StreamId,
+    node: &str,
+    by: &str,
+    now: u64,
+) -> Result<Option<usize>, StoreError> {
+    if db::node_key(s.conn(), node)
+        .map_err(sql("read node"))?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let gone = s.retire_stream(stream, now)?;
+    for e in &gone {
+        s.conn()
+            .execute(
+                "UPDATE hub_messages SET state = 'purged' WHERE id = ?1",
+                params![e.id],
+            )
+            .map_err(sql("mark purged"))?;
+    }
+    s.conn()
+        .execute("DELETE FROM hub_nodes WHERE name = ?1", params![node])
+        .map_err(sql("remove node"))?;
+    let how = if by == node {
+        format!("node {node} left the fleet")
+    } else {
+        format!("node {node} was removed by {by}")
+    };
+    db::log_error(
+        s.conn(),
+        now,
+        Some(node),
+        "node_removed",
+        &format!("{how}; {} waiting messages purged", gone.len()),
+    )
+    .map_err(sql("log removal"))?;
+    Ok(Some(gone.len()))
+}
+
+impl Hub {
+    /// Removes `node` on behalf of `by` and closes its live connection. Returns how many
+    /// waiting messages were purged, or `None` if no such node is enrolled.
+    pub async fn remove_node(&self, node: &str, by: &str) -> Result<Option<usize>> {
+        let (stream, n, by) = (self.stream_to(node), node.to_string(), by.to_string());
+        let purged = self
+            .writer
+            .run(move |s| remove_in(s, &stream, &n, &by, now_ms()))
+            .await?;
+        if purged.is_some() {
+            self.disconnect_removed(node);
+            self.bump();
+        }
+        Ok(purged)
+    }
+
+    /// Closes the live connection of a node that is no longer enrolled.
+    pub(crate) fn disconnect_removed(&self, node: &str) {
+        if let Some(l) = self.live.lock().ok().and_then(|l| l.get(node).cloned()) {
+            l.removed.notify_one();
+        }
+    }
+}
