@@ -9,6 +9,7 @@ use reeve_delivery::envelope::{Request, authorize};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where the hub is and who the operator is.
@@ -28,6 +29,9 @@ pub struct HubConn {
     /// HTTP CONNECT proxy to reach the hub through.
     #[arg(long, env = "REEVE_HUB_PROXY", global = true)]
     pub proxy: Option<String>,
+    /// The connection, opened at the first call and kept for the next.
+    #[arg(skip)]
+    api: Arc<tokio::sync::Mutex<Option<transport::ApiConn>>>,
 }
 
 impl HubConn {
@@ -35,13 +39,27 @@ impl HubConn {
         let token = self.token.as_deref().context(
             "no API token: pass --token or set REEVE_TOKEN (reeve hub operator add makes one)",
         )?;
+        self.call_as(method, path, body, Some(token)).await
+    }
+
+    async fn call_as(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        bearer: Option<&str>,
+    ) -> Result<Value> {
         let call = Call {
             method,
             path,
             body,
-            bearer: Some(token),
+            bearer,
         };
-        let (status, v) = transport::request(&self.hub, self.proxy.as_deref(), call)
+        let mut api = self.api.lock().await;
+        let conn =
+            api.get_or_insert_with(|| transport::ApiConn::new(&self.hub, self.proxy.as_deref()));
+        let (status, v) = conn
+            .call(call)
             .await
             .with_context(|| format!("cannot reach the hub at {}", self.hub))?;
         if !(200..300).contains(&status) {
@@ -136,19 +154,7 @@ pub async fn send(a: SendArgs) -> Result<ExitCode> {
     };
     let args = method_args(&a)?;
     // Expiry is judged on hub time; ask the hub for it so a skewed laptop clock is harmless.
-    let health = transport::request(
-        &a.conn.hub,
-        a.conn.proxy.as_deref(),
-        Call {
-            method: "GET",
-            path: "/api/v1/health",
-            body: None,
-            bearer: None,
-        },
-    )
-    .await
-    .with_context(|| format!("cannot reach the hub at {}", a.conn.hub))?
-    .1;
+    let health = a.conn.call_as("GET", "/api/v1/health", None, None).await?;
     let hub_now = health
         .get("hub_time_ms")
         .and_then(Value::as_u64)
@@ -197,7 +203,8 @@ pub async fn send(a: SendArgs) -> Result<ExitCode> {
                 .call("GET", &format!("/api/v1/messages/{id}?wait={left}"), None)
                 .await?;
             let state = row.get("state").and_then(Value::as_str).unwrap_or("");
-            if state == "replied" || state == "expired" || Instant::now() >= deadline {
+            let settled = matches!(state, "replied" | "expired" | "purged");
+            if settled || Instant::now() >= deadline {
                 break row;
             }
         };

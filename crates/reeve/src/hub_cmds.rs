@@ -35,6 +35,9 @@ pub struct HubRunArgs {
     /// Log filter (e.g. info, debug).
     #[arg(long, env = "REEVE_LOG", default_value = "info")]
     pub log_level: String,
+    /// Worker threads serving connections [default: one per core]
+    #[arg(long, env = "REEVE_HUB_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -28,8 +28,19 @@ fn main() -> ExitCode {
 }
 
 fn run(args: cli::Cli) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    // The hub serves many connections (TLS, signatures, JSON): it gets a worker per core.
+    // Everything else (the agent above all, whose memory is counted) is one thread.
+    let rt = match &args.command {
+        cli::Command::Hub(h) if h.sub.is_none() => {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(h.run.workers.unwrap_or(cores).clamp(1, 64))
+                .enable_all()
+                .build()?
+        }
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+    };
     rt.block_on(cli::dispatch(args))
 }

@@ -225,42 +225,97 @@ pub async fn request(
     proxy: Option<&str>,
     call: Call<'_>,
 ) -> Result<(u16, serde_json::Value)> {
-    let (_, addr) = host_port(url)?;
-    let bytes = call.body.map(|b| b.to_string()).unwrap_or_default();
-    let mut req = hyper::Request::builder()
-        .method(call.method)
-        .uri(call.path)
-        .header("host", addr.as_str())
-        .header("content-type", "application/json");
-    if let Some(t) = call.bearer {
-        req = req.header("authorization", format!("Bearer {t}"));
+    ApiConn::new(url, proxy).call(call).await
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<hyper::body::Bytes>>;
+
+/// A connection to the hub's API kept open across calls (HTTP/1.1 keep-alive): a CLI
+/// command that makes several calls pays for one TCP and TLS handshake. It reconnects
+/// when the hub closed it.
+pub struct ApiConn {
+    url: String,
+    proxy: Option<String>,
+    sender: Option<Sender>,
+}
+
+impl std::fmt::Debug for ApiConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConn")
+            .field("url", &self.url)
+            .field("open", &self.sender.is_some())
+            .finish()
     }
-    let req = req
-        .body(Full::new(hyper::body::Bytes::from(bytes)))
-        .context("build request")?;
-    let resp = if url.starts_with("https://") {
-        let stream = tls(url, proxy).await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .context("HTTP handshake")?;
-        tokio::spawn(conn);
-        sender.send_request(req).await
-    } else {
-        let stream = tcp(&addr, proxy).await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .context("HTTP handshake")?;
-        tokio::spawn(conn);
-        sender.send_request(req).await
+}
+
+impl ApiConn {
+    /// A connection to the hub at `url` (through `proxy`), opened at the first call.
+    pub fn new(url: &str, proxy: Option<&str>) -> Self {
+        Self {
+            url: url.to_string(),
+            proxy: proxy.map(str::to_string),
+            sender: None,
+        }
     }
-    .with_context(|| format!("{} {} failed", call.method, call.path))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .context("read reply")?
-        .to_bytes();
-    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    Ok((status, json))
+
+    async fn connect(&self) -> Result<Sender> {
+        let (_, addr) = host_port(&self.url)?;
+        let proxy = self.proxy.as_deref();
+        if self.url.starts_with("https://") {
+            let stream = tls(&self.url, proxy).await?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .context("HTTP handshake")?;
+            tokio::spawn(conn);
+            Ok(sender)
+        } else {
+            let stream = tcp(&addr, proxy).await?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .context("HTTP handshake")?;
+            tokio::spawn(conn);
+            Ok(sender)
+        }
+    }
+
+    /// One JSON request; returns the status and the JSON body.
+    pub async fn call(&mut self, call: Call<'_>) -> Result<(u16, serde_json::Value)> {
+        let (_, addr) = host_port(&self.url)?;
+        let bytes = call.body.map(|b| b.to_string()).unwrap_or_default();
+        let mut req = hyper::Request::builder()
+            .method(call.method)
+            .uri(call.path)
+            .header("host", addr.as_str())
+            .header("content-type", "application/json");
+        if let Some(t) = call.bearer {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req
+            .body(Full::new(hyper::body::Bytes::from(bytes)))
+            .context("build request")?;
+        let reuse = match self.sender.as_mut() {
+            Some(s) if !s.is_closed() => s.ready().await.is_ok(),
+            _ => false,
+        };
+        if !reuse {
+            self.sender = Some(self.connect().await?);
+        }
+        let sender = self
+            .sender
+            .as_mut()
+            .context("internal: no connection to the hub")?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .with_context(|| format!("{} {} failed", call.method, call.path))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .context("read reply")?
+            .to_bytes();
+        let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        Ok((status, json))
+    }
 }
