@@ -336,6 +336,36 @@ impl Modules {
         Ok(last)
     }
 
+    /// One HTTP(S) GET through the module worker (the node method `http.get`): the client
+    /// and TLS run in that process, not in the agent. Answers the worker's `done` object
+    /// (status, content type, body up to `max_bytes`, whether it was cut).
+    pub(crate) async fn http_get(
+        &self,
+        url: &str,
+        max_bytes: usize,
+        timeout: std::time::Duration,
+    ) -> Result<Value> {
+        let args: Vec<OsString> = vec![
+            "http-get".into(),
+            "--url".into(),
+            url.into(),
+            "--max-bytes".into(),
+            max_bytes.to_string().into(),
+            "--timeout-ms".into(),
+            (timeout.as_millis() as u64).to_string().into(),
+        ];
+        // The worker keeps its own time limit; this one covers a worker that hangs.
+        let limit = timeout + std::time::Duration::from_secs(5);
+        let line = tokio::time::timeout(limit, self.worker_line(args, None, |_| {}))
+            .await
+            .map_err(|_| failed(format!("GET {url}: no answer within {limit:?}")))??;
+        match (line.get("done"), line.get("error").and_then(Value::as_str)) {
+            (Some(done), _) => Ok(done.clone()),
+            (None, Some(e)) => Err(failed(e.to_string())),
+            (None, None) => Err(failed(format!("GET {url}: the worker said {line}"))),
+        }
+    }
+
     /// Installs `module` and its submodules. `force` allows a downgrade (local admins only).
     /// Progress reports go to `progress` (best effort).
     pub async fn install(

@@ -4,13 +4,15 @@
 //! their code (half the size of reeve) is not part of the agent's resident memory.
 //!
 //! Commands for the agent print JSON lines on standard output (see
-//! `reeve_modules::worker`): `fetch`, `install`, `manifest`, `configure`; exit status 0 on
+//! `reeve_modules::worker`): `fetch`, `install`, `manifest`, `configure`, and `http-get` for
+//! the node method `http.get`; exit status 0 on
 //! `{"done": …}`, 1 otherwise. `tool` runs the offline package tools of
 //! `reeve module pack|keygen|sign|verify` for the `reeve` CLI.
 //!
 //! The worker keeps no state and runs hooks of no module: hooks, records, the supervisor
 //! and the apply journal stay with the agent.
 
+mod http_get;
 mod tool_args;
 mod tools;
 
@@ -80,6 +82,18 @@ enum Cmd {
     /// The offline package tools (`reeve module pack|keygen|sign|verify`).
     #[command(subcommand)]
     Tool(tool_args::ModuleTool),
+    /// One HTTP(S) GET for the agent's `http.get` method (proxy from the environment).
+    HttpGet {
+        /// The URL (http or https).
+        #[arg(long)]
+        url: String,
+        /// Keep at most this many bytes of the body.
+        #[arg(long, default_value_t = 1 << 20)]
+        max_bytes: usize,
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -108,6 +122,15 @@ fn main() -> ExitCode {
         } => install(&archive, &target, &identity),
         Cmd::Manifest { dir } => load(&dir).map(|m| json!({"done": ModuleSummary::of(&m, &dir)})),
         Cmd::Configure { dir } => Ok(configure(&dir)),
+        Cmd::HttpGet {
+            url,
+            max_bytes,
+            timeout_ms,
+        } => http_get::run(
+            &url,
+            max_bytes,
+            std::time::Duration::from_millis(timeout_ms),
+        ),
     };
     let (line, code) = match out {
         Ok(v) => {

@@ -239,6 +239,21 @@ fn print_result(node: &str, row: &Value, as_json: bool) -> bool {
     if let Some(err) = reply.get("stderr").and_then(Value::as_str) {
         eprint!("{err}");
     }
+    // http.get: the body, as curl would print it.
+    if let Some(body) = reply.get("body").and_then(Value::as_str) {
+        print!("{body}");
+        if reply.get("truncated") == Some(&Value::Bool(true)) {
+            eprintln!("{node}: (body cut at {} bytes)", body.len());
+        }
+        return match status {
+            "ok" => ok,
+            _ => {
+                let why = reply.get("error").and_then(Value::as_str).unwrap_or("");
+                eprintln!("{node}: {status}: {why}");
+                false
+            }
+        };
+    }
     match (status, code) {
         ("ok", Some(0)) => {}
         ("ok", Some(c)) => eprintln!("{node}: exit code {c}"),

@@ -148,6 +148,7 @@ pub async fn call(ctx: &Arc<Ctx>, req: &Request, actor: &str, by_hub: bool) -> V
             json!({ "status": "ok", "service": name, "lines": service_log(ctx, name, n) })
         }
         "tail" => tail(&req.args),
+        "http.get" => http_get(ctx, req).await,
         m if m.starts_with("service.") => {
             service(ctx, &m["service.".len()..], &req.args, actor).await
         }
@@ -230,6 +231,40 @@ fn tail(args: &Value) -> Value {
     let lines: Vec<&str> = text.lines().collect();
     let from = lines.len().saturating_sub(n);
     json!({ "status": "ok", "path": path, "lines": lines[from..] })
+}
+
+/// `http.get`: fetches `args.url` (http or https, system certificates) from the node and
+/// answers the status, content type and body (at most `args.max_bytes`, default and cap
+/// 1 MiB). Off unless the policy names who may call it. An HTTP status of 400 or more is an
+/// error reply that still carries the body.
+async fn http_get(ctx: &Ctx, req: &Request) -> Value {
+    let Some(url) = req.args.get("url").and_then(Value::as_str) else {
+        return error("http.get needs args.url");
+    };
+    let max = req
+        .args
+        .get("max_bytes")
+        .and_then(Value::as_u64)
+        .unwrap_or(1 << 20)
+        .min(1 << 20) as usize;
+    let timeout =
+        Duration::from_millis(req.method_timeout_ms.unwrap_or(10_000).clamp(100, 300_000));
+    match ctx.modules.http_get(url, max, timeout).await {
+        Ok(mut done) => {
+            let code = done.get("http_status").and_then(Value::as_u64).unwrap_or(0);
+            if let Some(o) = done.as_object_mut() {
+                o.insert("url".into(), json!(url));
+                if code >= 400 {
+                    o.insert("status".into(), json!("error"));
+                    o.insert("error".into(), json!(format!("GET {url}: HTTP {code}")));
+                } else {
+                    o.insert("status".into(), json!("ok"));
+                }
+            }
+            done
+        }
+        Err(e) => error(e.to_string()),
+    }
 }
 
 /// What the node tells the hub about itself (`hello`).

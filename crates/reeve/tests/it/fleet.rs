@@ -646,3 +646,76 @@ fn a_removed_node_is_cut_off_and_one_that_leaves_can_join_again_afresh() {
     let r = send(&hub, &alice, &["--to", "n2", "exec", "--", "true"]);
     assert_eq!(r["state"], "replied", "{r}");
 }
+
+/// A one-file HTTP server on loopback: `/hello` answers 200 with a body, anything else 404.
+/// Serves `n` requests, then stops.
+fn tiny_http_server(n: usize) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(n) {
+            let Ok(mut s) = stream else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 4096];
+            let got = s.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..got]);
+            let (status, body) = if head.starts_with("GET /hello ") {
+                ("200 OK", "hello from the node's side\n")
+            } else {
+                ("404 Not Found", "no such page\n")
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn http_get_is_off_by_default_and_fetches_from_the_node_when_allowed() {
+    let hub = Hub::start();
+    let alice = hub.operator("alice", "operator");
+    let bob = hub.operator("bob", "operator");
+    let mut a = joined(&hub, "n1", &[&alice, &bob]);
+    let policy = a.data_dir().join("policy.toml");
+    let text = std::fs::read_to_string(&policy).expect("policy") + "\"http.get\" = [\"alice\"]\n";
+    std::fs::write(&policy, text).expect("policy");
+    a.start();
+    hub.wait_online(&alice, "n1");
+    let port = tiny_http_server(3);
+    let url = format!("http://127.0.0.1:{port}/hello");
+    let r = send(&hub, &bob, &["--to", "n1", "http.get", &url]);
+    assert_eq!(r["reply"]["status"], "refused", "bob is not named: {r}");
+    let r = send(&hub, &alice, &["--to", "n1", "http.get", &url]);
+    assert_eq!(r["reply"]["status"], "ok", "{r}");
+    assert_eq!(r["reply"]["http_status"], 200, "{r}");
+    assert_eq!(r["reply"]["body"], "hello from the node's side\n", "{r}");
+    // Without --json the body is printed as curl would, and the exit code follows.
+    let out = hub.as_op(&alice, &["send", "--to", "n1", "http.get", &url]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from the node's side\n"
+    );
+    let missing = format!("http://127.0.0.1:{port}/nope");
+    let r = send(&hub, &alice, &["--to", "n1", "http.get", &missing]);
+    assert_eq!(r["reply"]["status"], "error", "{r}");
+    assert_eq!(r["reply"]["http_status"], 404, "{r}");
+    let r = send(
+        &hub,
+        &alice,
+        &["--to", "n1", "http.get", "ftp://example.com/x"],
+    );
+    assert_eq!(r["reply"]["status"], "error", "{r}");
+    assert!(
+        r["reply"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("only http and https"),
+        "{r}"
+    );
+}
