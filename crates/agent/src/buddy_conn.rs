@@ -13,12 +13,11 @@ use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
-/// What the reader task forwards to the actor.
+/// What the reader task forwards to the actor, boxed ([`MsgTx`]).
 #[derive(Debug)]
 pub enum BuddyMsg {
-    /// A frame from the buddy (boxed: the channel allocates its slots up front, one block
-    /// per service).
-    Frame(Box<Frame>),
+    /// A frame from the buddy.
+    Frame(Frame),
     /// The connection ended (EOF or error), with the reason if any.
     Closed {
         /// Connection generation, so a stale close is told from the current one.
@@ -27,6 +26,10 @@ pub enum BuddyMsg {
         error: Option<String>,
     },
 }
+
+/// The channel to a service's actor. Its messages are boxed: a tokio channel allocates its
+/// slots in blocks of 32 up front, and there is one channel per service.
+pub type MsgTx = mpsc::Sender<Box<BuddyMsg>>;
 
 /// A live connection to one buddy.
 pub struct BuddyConn {
@@ -43,7 +46,7 @@ impl BuddyConn {
         run_dir: &Path,
         after_seq: u64,
         generation: u64,
-        tx: mpsc::Sender<BuddyMsg>,
+        tx: MsgTx,
     ) -> Result<(Self, BuddyStatus)> {
         let sock = run_dir.join(files::SOCKET);
         let stream = UnixStream::connect(&sock)
@@ -81,7 +84,7 @@ impl BuddyConn {
             let error = loop {
                 match read_frame(&mut reader).await {
                     Ok(Some(f)) => {
-                        if tx.send(BuddyMsg::Frame(Box::new(f))).await.is_err() {
+                        if tx.send(Box::new(BuddyMsg::Frame(f))).await.is_err() {
                             return;
                         }
                     }
@@ -89,7 +92,9 @@ impl BuddyConn {
                     Err(e) => break Some(format!("{e:#}")),
                 }
             };
-            let _ = tx.send(BuddyMsg::Closed { generation, error }).await;
+            let _ = tx
+                .send(Box::new(BuddyMsg::Closed { generation, error }))
+                .await;
         });
         Ok((
             Self {

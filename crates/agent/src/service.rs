@@ -69,14 +69,19 @@ type ControlReply = oneshot::Sender<Result<(), ControlError>>;
 
 enum Cmd {
     Control(ControlOp, String, ControlReply),
-    Update(Box<ServiceDef>, oneshot::Sender<()>),
+    Update(Arc<ServiceDef>, oneshot::Sender<()>),
     Remove(String, oneshot::Sender<()>),
 }
+
+/// A health check's outcome for the service process with this pid (boxed, like every
+/// message to an actor: see [`buddy_conn::MsgTx`]).
+type HealthMsg = Box<(u64, Result<String, String>)>;
 
 /// Handle to a service actor.
 #[derive(Clone)]
 pub struct ServiceHandle {
-    tx: mpsc::Sender<Cmd>,
+    /// Commands are boxed, like every message to an actor (see [`buddy_conn::MsgTx`]).
+    tx: mpsc::Sender<Box<Cmd>>,
     status: watch::Receiver<ServiceStatus>,
     def: Arc<ServiceDef>,
 }
@@ -101,7 +106,7 @@ impl ServiceHandle {
     pub async fn control(&self, op: ControlOp, actor: &str) -> Result<(), ControlError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Cmd::Control(op, actor.to_owned(), tx))
+            .send(Box::new(Cmd::Control(op, actor.to_owned(), tx)))
             .await
             .map_err(|_| ControlError::Failed("the service's actor has stopped".into()))?;
         rx.await
@@ -111,8 +116,13 @@ impl ServiceHandle {
     /// Replaces the definition (restarting the service if it runs).
     pub async fn update(&mut self, def: ServiceDef) {
         let (tx, rx) = oneshot::channel();
-        self.def = Arc::new(def.clone());
-        if self.tx.send(Cmd::Update(Box::new(def), tx)).await.is_ok() {
+        self.def = Arc::new(def);
+        if self
+            .tx
+            .send(Box::new(Cmd::Update(self.def.clone(), tx)))
+            .await
+            .is_ok()
+        {
             let _ = rx.await;
         }
     }
@@ -122,7 +132,7 @@ impl ServiceHandle {
         let (tx, rx) = oneshot::channel();
         if self
             .tx
-            .send(Cmd::Remove(actor.to_owned(), tx))
+            .send(Box::new(Cmd::Remove(actor.to_owned(), tx)))
             .await
             .is_ok()
         {
@@ -158,7 +168,7 @@ struct HealthState {
 }
 
 struct Actor {
-    def: ServiceDef,
+    def: Arc<ServiceDef>,
     cfg: Arc<AgentConfig>,
     log: EventLog,
     conn: Option<BuddyConn>,
@@ -176,8 +186,8 @@ struct Actor {
     pending: HashMap<u64, ControlReply>,
     removing: Option<oneshot::Sender<()>>,
     status_tx: watch::Sender<ServiceStatus>,
-    frames_tx: mpsc::Sender<BuddyMsg>,
-    health_tx: mpsc::Sender<(u64, Result<String, String>)>,
+    frames_tx: buddy_conn::MsgTx,
+    health_tx: mpsc::Sender<HealthMsg>,
     lost_streak: u32,
 }
 
@@ -215,10 +225,12 @@ pub async fn spawn(
         actions: def.actions.keys().cloned().collect(),
     };
     let (status_tx, status_rx) = watch::channel(initial);
+    // One copy of the definition, shared by the handle and the actor.
+    let def = Arc::new(def);
     let handle = ServiceHandle {
         tx,
         status: status_rx,
-        def: Arc::new(def.clone()),
+        def: def.clone(),
     };
     let mut actor = Actor {
         def,
@@ -496,20 +508,20 @@ impl Actor {
 
     async fn run(
         &mut self,
-        mut cmds: mpsc::Receiver<Cmd>,
-        mut frames: mpsc::Receiver<BuddyMsg>,
-        mut health_rx: mpsc::Receiver<(u64, Result<String, String>)>,
+        mut cmds: mpsc::Receiver<Box<Cmd>>,
+        mut frames: mpsc::Receiver<Box<BuddyMsg>>,
+        mut health_rx: mpsc::Receiver<HealthMsg>,
     ) {
         loop {
             tokio::select! {
                 cmd = cmds.recv() => match cmd {
-                    Some(c) => self.on_cmd(c).await,
+                    Some(c) => self.on_cmd(*c).await,
                     None => return,
                 },
                 Some(msg) = frames.recv() => {
-                    let mut batch = vec![msg];
+                    let mut batch = vec![*msg];
                     while let Ok(m) = frames.try_recv() {
-                        batch.push(m);
+                        batch.push(*m);
                     }
                     self.on_msgs(batch).await;
                     if self.removing.is_some() && self.conn.is_none() {
@@ -519,7 +531,10 @@ impl Actor {
                         return;
                     }
                 }
-                Some((gen_pid, result)) = health_rx.recv() => self.on_health(gen_pid, result).await,
+                Some(h) = health_rx.recv() => {
+                    let (pid, result) = *h;
+                    self.on_health(pid, result).await;
+                }
             }
         }
     }
@@ -542,7 +557,7 @@ impl Actor {
                 }
             }
             Cmd::Update(def, done) => {
-                self.def = *def;
+                self.def = def;
                 let spec = self.spec();
                 let _ = self
                     .send(Op::SetSpec {
@@ -692,7 +707,7 @@ impl Actor {
         let mut entries = Vec::new();
         for msg in batch {
             match msg {
-                BuddyMsg::Frame(f) => match *f {
+                BuddyMsg::Frame(f) => match f {
                     Frame::Event(e) => entries.push(e),
                     Frame::Reply { id, reply } => {
                         let res = match reply {
@@ -1015,12 +1030,7 @@ impl Actor {
     }
 }
 
-async fn health_loop(
-    check: HealthCheck,
-    pid: u32,
-    started_ms: u64,
-    tx: mpsc::Sender<(u64, Result<String, String>)>,
-) {
+async fn health_loop(check: HealthCheck, pid: u32, started_ms: u64, tx: mpsc::Sender<HealthMsg>) {
     // Until the first pass the check runs often, for readiness; then once per interval.
     let soon = check.interval.min(Duration::from_millis(250));
     let mut passed = false;
@@ -1028,7 +1038,7 @@ async fn health_loop(
         tokio::time::sleep(if passed { check.interval } else { soon }).await;
         let r = health::check(&check.kind, check.timeout, started_ms).await;
         passed |= r.is_ok();
-        if tx.send((u64::from(pid), r)).await.is_err() {
+        if tx.send(Box::new((u64::from(pid), r))).await.is_err() {
             return;
         }
     }

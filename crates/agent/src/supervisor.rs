@@ -115,7 +115,7 @@ impl Supervisor {
             // Wait (bounded) for the buddy to finish stopping its service.
             let _ = tokio::time::timeout(Duration::from_secs(60), async {
                 while let Some(m) = rx.recv().await {
-                    if matches!(m, buddy_conn::BuddyMsg::Closed { .. }) {
+                    if matches!(*m, buddy_conn::BuddyMsg::Closed { .. }) {
                         break;
                     }
                 }
