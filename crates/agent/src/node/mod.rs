@@ -15,6 +15,7 @@
 pub mod enrol;
 pub mod forward;
 pub mod identity;
+pub mod keepalive;
 pub mod methods;
 pub mod replies;
 pub mod runner;
@@ -56,6 +57,8 @@ pub struct Node {
     pub(crate) left: AtomicBool,
     /// Wakes the link to close after the leave.
     pub(crate) leave_now: Notify,
+    /// The adaptive keepalive; what it learned outlives each link.
+    pub(crate) keepalive: Mutex<keepalive::Keepalive>,
     exec_tx: mpsc::UnboundedSender<String>,
     exec_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
 }
@@ -117,6 +120,7 @@ impl Node {
             connected: AtomicBool::new(false),
             left: AtomicBool::new(false),
             leave_now: Notify::new(),
+            keepalive: Mutex::new(keepalive::Keepalive::default()),
             exec_tx,
             exec_rx: Mutex::new(Some(exec_rx)),
         })))

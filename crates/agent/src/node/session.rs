@@ -1,6 +1,7 @@
 //! The relay link: connect (with jittered exponential back-off), the mutual handshake, then
 //! both directions of delivery over the one WebSocket until it breaks.
 
+use super::keepalive::{self, Action, Keepalive};
 use super::{Node, transport};
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
@@ -19,8 +20,6 @@ use tokio_tungstenite::tungstenite::Message;
 const WINDOW: usize = 256;
 /// First retransmission timeout (a new connection resends at once; see the hub's).
 const RTO_MS: u64 = 30_000;
-/// A ping after this long without traffic (NAT idle timeouts set the floor).
-const KEEPALIVE: Duration = Duration::from_secs(45);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Keeps the link up for the life of the agent.
@@ -114,6 +113,13 @@ async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
     let mut last_sent = Instant::now();
     let mut push = true;
     let mut arrivals: Pipeline<Arrival> = Pipeline::new();
+    // The keepalive's state is the node's: what one link learned serves the next.
+    let keepalive = |f: &mut dyn FnMut(&mut Keepalive)| {
+        if let Ok(mut k) = node.keepalive.lock() {
+            f(&mut k);
+        }
+    };
+    keepalive(&mut |k| k.on_connect());
     loop {
         if push {
             for f in out.poll(super::local_ms()).await? {
@@ -127,7 +133,9 @@ async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
         tokio::select! {
             m = ws.next(), if arrivals.len() < PIPELINE => {
                 let Some(m) = m else { return Ok(()) };
-                match m.context("receive")? {
+                let m = m.context("receive")?;
+                keepalive(&mut |k| k.on_frame());
+                match m {
                     Message::Binary(b) => {
                         if let Some(refused) = from_hub(node, b.to_vec(), &mut arrivals) {
                             send_json(ws, &refused).await?;
@@ -160,9 +168,18 @@ async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
                 if node.has_left() {
                     return Ok(());
                 }
-                if last_sent.elapsed() > KEEPALIVE {
-                    send(ws, Message::Ping(Vec::new().into())).await?;
-                    last_sent = Instant::now();
+                let mut action = Action::Wait;
+                keepalive(&mut |k| action = k.tick(Instant::now(), last_sent));
+                match action {
+                    Action::Ping => {
+                        send(ws, Message::Ping(Vec::new().into())).await?;
+                        last_sent = Instant::now();
+                    }
+                    Action::Dead => bail!(
+                        "the hub did not answer a ping within {:?}: the link is dead (dropped on the way?)",
+                        keepalive::PONG_WAIT
+                    ),
+                    Action::Wait => {}
                 }
             }
         }
