@@ -221,7 +221,7 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
     let ansible_s = summary(&ansible);
     let mut figures = vec![
         Figure::at_most(
-            "reeve send exec true, CLI (process + 3 TLS connections), p50",
+            "reeve send exec true, CLI (process + 1 TLS connection), p50",
             cli_s.p50,
             "ms",
             5.0,
