@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod registry;
 pub mod relay;
 pub mod removal;
+pub mod retention;
 pub mod serve;
 
 use anyhow::{Context, Result, bail};
@@ -48,6 +49,8 @@ pub struct Config {
     pub url: Option<String>,
     /// A module registry folder to serve at `/registry/` (for `reeve dev`).
     pub registry_dir: Option<PathBuf>,
+    /// How long the hub keeps events, settled messages and errors.
+    pub retention: retention::Retention,
 }
 
 /// A node's live connection.
@@ -368,7 +371,8 @@ impl Drop for Running {
     }
 }
 
-/// Starts the hub: opens its state, binds its listeners, starts the expiry sweep.
+/// Starts the hub: opens its state, binds its listeners, starts the expiry sweep and the
+/// hourly retention pass.
 pub async fn start(config: &Config) -> Result<Running> {
     let hub = Hub::open(&config.data_dir)?;
     let id = identity::load_or_create(&config.data_dir)?;
@@ -404,6 +408,23 @@ pub async fn start(config: &Config) -> Result<Running> {
             tick.tick().await;
             if let Err(e) = h.expire().await {
                 tracing::warn!("expiry sweep failed: {e:#}");
+            }
+        }
+    }));
+    let (h, keep) = (hub.clone(), config.retention);
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            match h.prune(keep).await {
+                Ok(p) if p != retention::Pruned::default() => tracing::info!(
+                    events = p.events,
+                    messages = p.messages,
+                    errors = p.errors,
+                    "retention: pruned the hub's history"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("retention failed: {e:#}"),
             }
         }
     }));

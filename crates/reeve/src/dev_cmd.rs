@@ -170,6 +170,7 @@ pub async fn run(a: DevArgs) -> Result<ExitCode> {
         http: Some(([127, 0, 0, 1], a.http_port).into()),
         url: None,
         registry_dir: Some(dir.join("registry")),
+        retention: Default::default(),
     })
     .await
     .context("cannot start the hub (is another reeve dev running? --hub-port/--http-port pick other ports)")?;

@@ -38,6 +38,16 @@ pub struct HubRunArgs {
     /// Worker threads serving connections [default: one per core]
     #[arg(long, env = "REEVE_HUB_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
+    /// Keep node events this long (pruned hourly).
+    #[arg(long, env = "REEVE_HUB_RETAIN_EVENTS", default_value = "30d", value_parser = humantime::parse_duration, value_name = "AGE")]
+    pub retain_events: std::time::Duration,
+    /// Keep settled messages (replied, expired, purged) this long; a message still
+    /// waiting or in flight is never pruned.
+    #[arg(long, env = "REEVE_HUB_RETAIN_MESSAGES", default_value = "90d", value_parser = humantime::parse_duration, value_name = "AGE")]
+    pub retain_messages: std::time::Duration,
+    /// Keep the central error log this long.
+    #[arg(long, env = "REEVE_HUB_RETAIN_ERRORS", default_value = "90d", value_parser = humantime::parse_duration, value_name = "AGE")]
+    pub retain_errors: std::time::Duration,
 }
 
 #[derive(Subcommand, Debug)]
@@ -270,6 +280,11 @@ async fn serve(args: HubRunArgs) -> Result<ExitCode> {
         http: args.http,
         url: args.url,
         registry_dir: None,
+        retention: reeve_hub::retention::Retention {
+            events: args.retain_events,
+            messages: args.retain_messages,
+            errors: args.retain_errors,
+        },
     };
     let running = reeve_hub::start(&config)
         .await
