@@ -169,6 +169,33 @@ impl DeliveryStore {
         Ok(id)
     }
 
+    /// The persisted floor of hub-adjusted time ([`crate::clock::HubClock`]); 0 if none.
+    pub fn clock_floor(&self) -> Result<u64> {
+        let v: Option<String> = self
+            .conn
+            .query_row("SELECT v FROM meta WHERE k = 'clock_floor'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(q("read clock floor"))?;
+        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// Raises the persisted floor of hub-adjusted time to `ms` (never lowers it).
+    pub fn raise_clock_floor(&mut self, ms: u64) -> Result<()> {
+        if ms <= self.clock_floor()? {
+            return Ok(());
+        }
+        self.conn
+            .execute(
+                "INSERT INTO meta (k, v) VALUES ('clock_floor', ?1)
+                 ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+                params![ms.to_string()],
+            )
+            .map_err(q("store clock floor"))?;
+        Ok(())
+    }
+
     /// Runs `f` in one transaction: the operations inside it (each a savepoint) become
     /// durable together, with one fsync (group commit). If `f` fails nothing is stored.
     pub fn batch<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {

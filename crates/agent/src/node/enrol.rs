@@ -99,6 +99,17 @@ pub async fn join(
     if fresh && let Some(aside) = identity::set_aside_old_delivery(data_dir)? {
         tracing::info!(to = %aside.display(), "moved the message store of an earlier enrolment aside");
     }
+    // The hub's time now is the floor of this node's clock from the start, so what it
+    // sends before its first handshake is not dated 1970 on a clockless machine.
+    if let Some(hub_ms) = answer
+        .get("hub_time_ms")
+        .and_then(serde_json::Value::as_u64)
+    {
+        let path = data_dir.join("delivery.db");
+        let mut store = reeve_delivery::store::DeliveryStore::open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        store.raise_clock_floor(hub_ms)?;
+    }
     identity::save(data_dir, &file)?;
     Ok(file)
 }

@@ -57,6 +57,8 @@ pub struct Node {
     pub(crate) left: AtomicBool,
     /// Wakes the link to close after the leave.
     pub(crate) leave_now: Notify,
+    /// Wakes the expiry sweep at once (the hub refused something of ours as expired).
+    pub(crate) expire_now: Notify,
     /// The adaptive keepalive; what it learned outlives each link.
     pub(crate) keepalive: Mutex<keepalive::Keepalive>,
     exec_tx: mpsc::UnboundedSender<String>,
@@ -94,6 +96,9 @@ impl Node {
         let mut store = reeve_delivery::store::DeliveryStore::open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
         let instance = store.instance()?;
+        // Hub time never goes below what this node last knew (a node may boot in 1970):
+        // what it sends before its first handshake gets a sensible expiry.
+        let floor = store.clock_floor()?;
         store
             .conn()
             .execute_batch(replies::SCHEMA)
@@ -116,11 +121,12 @@ impl Node {
             policy,
             ctx,
             out_wake: Notify::new(),
-            clock: Mutex::new(HubClock::new(0)),
+            clock: Mutex::new(HubClock::new(floor)),
             connected: AtomicBool::new(false),
             left: AtomicBool::new(false),
             leave_now: Notify::new(),
             keepalive: Mutex::new(keepalive::Keepalive::default()),
+            expire_now: Notify::new(),
             exec_tx,
             exec_rx: Mutex::new(Some(exec_rx)),
         })))
@@ -463,12 +469,17 @@ pub async fn spawn(node: Arc<Node>) -> Result<()> {
 async fn expire_loop(node: Arc<Node>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = node.expire_now.notified() => {}
+        }
         let Ok(key) = node.key() else { return };
         let now = node.now();
+        let floor = node.clock.lock().map_or(0, |c| c.floor());
         let gone = node
             .writer
             .run(move |s| {
+                s.raise_clock_floor(floor)?;
                 s.expire(now, |k, seq| {
                     reeve_delivery::store::parse_stream_key(k)
                         .and_then(|stream| {

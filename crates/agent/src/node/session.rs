@@ -83,9 +83,13 @@ async fn connect_and_serve(node: &Arc<Node>) -> Result<()> {
     let challenge: Challenge =
         serde_json::from_str(&recv_text(&mut ws).await?).context("malformed challenge")?;
     let (proof, hub_time) = side.answer(&challenge)?;
-    if let Ok(mut c) = node.clock.lock() {
+    let floor = node.clock.lock().map_or(0, |mut c| {
         c.sync(hub_time, super::local_ms());
-    }
+        c.floor()
+    });
+    node.writer
+        .run(move |st| st.raise_clock_floor(floor))
+        .await?;
     send_json(&mut ws, &proof).await?;
     match serde_json::from_str::<Verdict>(&recv_text(&mut ws).await?)
         .context("malformed verdict")?
@@ -147,7 +151,14 @@ async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
                             out.on_ack(upto).await?;
                             push = true;
                         }
-                        Ok(Frame::Refused { reason }) => tracing::warn!("the hub refused a message of ours: {reason}"),
+                        Ok(Frame::Refused { reason }) => {
+                            tracing::warn!("the hub refused a message of ours: {reason}");
+                            // Expired on hub time: dead-letter it now (a skip takes its
+                            // place) rather than block the stream until the next sweep.
+                            if reason.contains("expired") {
+                                node.expire_now.notify_one();
+                            }
+                        }
                         Ok(_) => {}
                         Err(e) => tracing::warn!("malformed frame from the hub: {e}"),
                     },

@@ -719,3 +719,63 @@ fn http_get_is_off_by_default_and_fetches_from_the_node_when_allowed() {
         "{r}"
     );
 }
+
+/// libfaketime's preload library (Debian `libfaketime`, which scripts/test installs).
+fn faketime_lib() -> String {
+    let found = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .map(|t| format!("/usr/lib/{t}/faketime/libfaketime.so.1"))
+        .find(|p| std::path::Path::new(p).exists());
+    found.expect("libfaketime is missing: apt-get install libfaketime (scripts/test does)")
+}
+
+#[test]
+fn nodes_whose_clocks_say_1970_or_2045_judge_expiry_on_hub_time() {
+    let hub = Hub::start();
+    let alice = hub.operator("alice", "operator");
+    let lib = faketime_lib();
+    let mut past = joined(&hub, "past", &[&alice]);
+    let mut future = joined(&hub, "future", &[&alice]);
+    // Wall clocks far off; monotonic time (timers) left alone.
+    for (agent, when) in [
+        (&mut past, "@1970-01-02 00:00:00"),
+        (&mut future, "@2045-06-01 00:00:00"),
+    ] {
+        agent.start_with_env(&[
+            ("LD_PRELOAD", &lib),
+            ("FAKETIME", when),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ]);
+    }
+    hub.wait_online(&alice, "past");
+    hub.wait_online(&alice, "future");
+    for node in ["past", "future"] {
+        // The request expires an hour from now on hub time: the node from 2045 must not
+        // think it expired decades ago, and the node from 1970 must date its reply so
+        // that the hub does not take it for one that expired.
+        let marker = format!("ran on {node}");
+        let r = send(
+            &hub,
+            &alice,
+            &["--to", node, "--ttl", "1h", "exec", "--", "echo", &marker],
+        );
+        assert_eq!(r["state"], "replied", "{node}: {r}");
+        assert_eq!(r["reply"]["exit_code"], 0, "{node}: {r}");
+        assert!(
+            r["reply"]["stdout"]
+                .as_str()
+                .unwrap_or("")
+                .contains(&marker),
+            "{node}: {r}"
+        );
+    }
+    let errors = hub.json(&alice, &["errors"]);
+    assert!(
+        !errors
+            .as_array()
+            .expect("errors")
+            .iter()
+            .any(|e| e["kind"] == "refused" || e["kind"] == "dead_letter"),
+        "nothing refused or dead-lettered for its time: {errors}"
+    );
+}

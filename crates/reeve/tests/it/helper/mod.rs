@@ -195,7 +195,14 @@ impl Agent {
 
     /// Starts the agent and waits until it answers.
     pub fn start(&mut self) {
-        let child = self.agent_command().spawn().expect("spawn agent");
+        self.start_with_env(&[]);
+    }
+
+    /// Starts the agent with these extra environment variables and waits until it answers.
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
+        let mut cmd = self.agent_command();
+        cmd.envs(env.iter().copied());
+        let child = cmd.spawn().expect("spawn agent");
         self.child = Some(child);
         wait_for(Duration::from_secs(20), "the agent's socket", || {
             let out = self.cli(&["ps", "--json"]);
