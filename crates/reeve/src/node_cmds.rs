@@ -12,6 +12,7 @@ pub fn init(data_dir: &Path, name: &str, force: bool) -> Result<ExitCode> {
         hub_url: None,
         hub_key: None,
         proxy: None,
+        keepalive_min: None,
     };
     let key = identity::init(data_dir, &file, force)?;
     println!(

@@ -57,6 +57,7 @@ pub async fn join(
         hub_url: None,
         hub_key: None,
         proxy: proxy.map(str::to_string),
+        keepalive_min: existing.as_ref().and_then(|f| f.keepalive_min.clone()),
     };
     if existing.is_none() {
         identity::init(data_dir, &base, false)?;

@@ -21,6 +21,23 @@ pub struct NodeFile {
     pub hub_key: Option<String>,
     /// An HTTP(S) CONNECT proxy to reach the hub through (`http://host:port`).
     pub proxy: Option<String>,
+    /// The shortest (and first) keepalive interval, e.g. "20s" for a NAT that forgets idle
+    /// connections sooner than the default 45 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive_min: Option<String>,
+}
+
+impl NodeFile {
+    /// `keepalive_min` parsed (None: the default).
+    pub fn keepalive_min(&self) -> Result<Option<std::time::Duration>> {
+        self.keepalive_min
+            .as_deref()
+            .map(|t| {
+                humantime::parse_duration(t)
+                    .with_context(|| format!("node.toml: keepalive_min {t:?} is not a duration"))
+            })
+            .transpose()
+    }
 }
 
 /// The loaded identity of a joined node.

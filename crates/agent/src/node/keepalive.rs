@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 pub const MIN: Duration = Duration::from_secs(45);
 /// The longest interval.
 pub const MAX: Duration = Duration::from_secs(270);
-/// How long a ping may go unanswered before the link counts as dead.
+/// How long a ping may go unanswered before the link counts as dead (at the default
+/// floor; a shorter floor waits half of it, at least 2 s).
 pub const PONG_WAIT: Duration = Duration::from_secs(20);
 
 /// What the link should do at a tick.
@@ -29,22 +30,38 @@ pub enum Action {
 /// The keepalive state of a node; it outlives its links (what was learned stays).
 #[derive(Debug, Clone)]
 pub struct Keepalive {
+    min: Duration,
     interval: Duration,
     ceiling: Duration,
+    pong_wait: Duration,
     ping_sent: Option<Instant>,
 }
 
 impl Default for Keepalive {
     fn default() -> Self {
-        Self {
-            interval: MIN,
-            ceiling: MAX,
-            ping_sent: None,
-        }
+        Self::with_min(MIN)
     }
 }
 
 impl Keepalive {
+    /// A keepalive whose shortest (and first) interval is `min` (node.toml
+    /// `keepalive_min`, for NATs that forget sooner than 45 s).
+    pub fn with_min(min: Duration) -> Self {
+        let min = min.clamp(Duration::from_secs(1), MAX);
+        Self {
+            min,
+            interval: min,
+            ceiling: MAX,
+            pong_wait: (min / 2).clamp(Duration::from_secs(2), PONG_WAIT),
+            ping_sent: None,
+        }
+    }
+
+    /// How long a ping may go unanswered.
+    pub fn pong_wait(&self) -> Duration {
+        self.pong_wait
+    }
+
     /// The current interval.
     pub fn interval(&self) -> Duration {
         self.interval
@@ -58,10 +75,10 @@ impl Keepalive {
     /// At a tick, given when this side last sent anything.
     pub fn tick(&mut self, now: Instant, last_sent: Instant) -> Action {
         if let Some(at) = self.ping_sent {
-            if now.duration_since(at) > PONG_WAIT {
+            if now.duration_since(at) > self.pong_wait {
                 self.ping_sent = None;
-                self.ceiling = self.interval.mul_f64(0.8).max(MIN);
-                self.interval = self.interval.mul_f64(2.0 / 3.0).max(MIN);
+                self.ceiling = self.interval.mul_f64(0.8).max(self.min);
+                self.interval = self.interval.mul_f64(2.0 / 3.0).max(self.min);
                 return Action::Dead;
             }
             return Action::Wait;
@@ -77,7 +94,7 @@ impl Keepalive {
     /// mapping for a whole interval, so the next may be longer.
     pub fn on_frame(&mut self) {
         if self.ping_sent.take().is_some() {
-            self.interval = self.interval.mul_f64(1.5).min(self.ceiling).max(MIN);
+            self.interval = self.interval.mul_f64(1.5).min(self.ceiling).max(self.min);
         }
     }
 }

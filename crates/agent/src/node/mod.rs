@@ -85,6 +85,7 @@ impl Node {
         let Some(ident) = identity::load(data_dir)? else {
             return Ok(None);
         };
+        let keepalive_min = ident.file.keepalive_min()?;
         let ppath = policy_path(data_dir);
         let policy = match std::fs::read_to_string(&ppath) {
             Ok(text) => Policy::parse(&text).with_context(|| format!("{}", ppath.display()))?,
@@ -125,7 +126,10 @@ impl Node {
             connected: AtomicBool::new(false),
             left: AtomicBool::new(false),
             leave_now: Notify::new(),
-            keepalive: Mutex::new(keepalive::Keepalive::default()),
+            keepalive: Mutex::new(keepalive_min.map_or_else(
+                keepalive::Keepalive::default,
+                keepalive::Keepalive::with_min,
+            )),
             expire_now: Notify::new(),
             exec_tx,
             exec_rx: Mutex::new(Some(exec_rx)),

@@ -186,10 +186,11 @@ async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
                         send(ws, Message::Ping(Vec::new().into())).await?;
                         last_sent = Instant::now();
                     }
-                    Action::Dead => bail!(
-                        "the hub did not answer a ping within {:?}: the link is dead (dropped on the way?)",
-                        keepalive::PONG_WAIT
-                    ),
+                    Action::Dead => {
+                        let mut wait = keepalive::PONG_WAIT;
+                        keepalive(&mut |k| wait = k.pong_wait());
+                        bail!("the hub did not answer a ping within {wait:?}: the link is dead (dropped on the way?)")
+                    }
                     Action::Wait => {}
                 }
             }

@@ -9,7 +9,7 @@
 
 use crate::helper::hub::{Hub, Operator};
 use crate::helper::proxy::Proxy;
-use crate::helper::{Agent, read};
+use crate::helper::{Agent, read, wait_for};
 use reeve_agent::node::transport::{self, Call};
 use reeve_delivery::envelope::{Request, authorize};
 use reeve_delivery::keys::KeyPair;
@@ -202,4 +202,41 @@ fn nothing_lost_nothing_twice_in_order_through_kills_and_cut_links() {
             .any(|e| e["kind"] == "dead_letter"),
         "{errors}"
     );
+}
+
+#[test]
+fn a_link_dropped_silently_on_the_way_is_found_and_rebuilt() {
+    let hub = Hub::start();
+    let alice = hub.operator("alice", "operator");
+    let upstream = hub.url.trim_start_matches("https://").to_string();
+    let proxy = Proxy::start(upstream);
+    let mut a = join_via(&hub, &proxy, "n1", &alice);
+    // A short keepalive floor (node.toml), as for a NAT that forgets idle links quickly.
+    let node_toml = a.data_dir().join("node.toml");
+    let text = std::fs::read_to_string(&node_toml).expect("node.toml") + "keepalive_min = \"2s\"\n";
+    std::fs::write(&node_toml, text).expect("node.toml");
+    a.start();
+    hub.wait_online(&alice, "n1");
+    let before = proxy.accepted();
+    proxy.silence_live();
+    // No byte passes and nothing closes: only the unanswered ping can tell.
+    wait_for(
+        Duration::from_secs(30),
+        "the agent to rebuild its link",
+        || (proxy.accepted() > before).then_some(()),
+    );
+    // The hub still holds the silent connection: it probes it, gets no answer, and lets
+    // the new one replace it. Requests flow again.
+    let file = a.dir.path().join("after.txt");
+    let cmd = format!("echo ok >> {}", file.display());
+    let out = hub.as_op(
+        &alice,
+        &[
+            "send", "--json", "--to", "n1", "exec", "--", "sh", "-c", &cmd,
+        ],
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(r["state"], "replied", "{r}");
+    assert_eq!(read(&file), "ok\n");
 }

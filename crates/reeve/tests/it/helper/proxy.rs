@@ -1,5 +1,6 @@
 //! A TCP proxy between agents and the hub that the tests can make misbehave: cut every
-//! live connection at once (a link going down), and delay bytes.
+//! live connection at once (a link going down), delay bytes, or silently stop passing
+//! anything on the live connections while keeping them open (a NAT that forgot them).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -15,6 +16,9 @@ pub struct Proxy {
     down: Arc<AtomicBool>,
     delay_ms: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    /// One flag per connection: set, its bytes are swallowed.
+    silenced: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
+    accepted: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -26,7 +30,10 @@ impl Proxy {
         let down = Arc::new(AtomicBool::new(false));
         let delay_ms = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let silenced: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
+        let accepted = Arc::new(AtomicU64::new(0));
         let (l2, d2, dl2, s2) = (live.clone(), down.clone(), delay_ms.clone(), stop.clone());
+        let (si2, a2) = (silenced.clone(), accepted.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s2.load(Ordering::Relaxed) {
@@ -43,6 +50,11 @@ impl Proxy {
                 };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
+                a2.fetch_add(1, Ordering::Relaxed);
+                let silent = Arc::new(AtomicBool::new(false));
+                if let Ok(mut v) = si2.lock() {
+                    v.push(silent.clone());
+                }
                 if let Ok(mut l) = l2.lock() {
                     for s in [&client, &server] {
                         if let Ok(c) = s.try_clone() {
@@ -55,6 +67,7 @@ impl Proxy {
                         continue;
                     };
                     let delay = dl2.clone();
+                    let silent = silent.clone();
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 16384];
                         loop {
@@ -62,6 +75,9 @@ impl Proxy {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => n,
                             };
+                            if silent.load(Ordering::Relaxed) {
+                                continue; // swallowed: the connection stays open
+                            }
                             let d = delay.load(Ordering::Relaxed);
                             if d > 0 {
                                 std::thread::sleep(Duration::from_millis(d));
@@ -81,7 +97,25 @@ impl Proxy {
             down,
             delay_ms,
             stop,
+            silenced,
+            accepted,
         }
+    }
+
+    /// From now on nothing passes on the connections that are open, either way, and none
+    /// is closed: a NAT or firewall that dropped them without a word. New connections
+    /// pass.
+    pub fn silence_live(&self) {
+        if let Ok(v) = self.silenced.lock() {
+            for f in v.iter() {
+                f.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// How many connections it has accepted and forwarded so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     /// Cuts every live connection (both ends see the link drop).
