@@ -559,7 +559,16 @@ fn set_spec_persists_and_applies_at_the_next_start() {
     let e = c.wait_event("exit", T, exited);
     assert!(matches!(e.kind, BuddyEvent::Exited { expected: true, .. }));
     let pid = c.started();
-    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    // `started` comes right after the fork: the command line is the new one once the
+    // service has exec'd (it reads empty, or the old one, for a moment before that).
+    let deadline = std::time::Instant::now() + T;
+    let cmdline = loop {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if text.contains("200") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
     assert!(cmdline.contains("200"), "{cmdline:?}");
     assert_eq!(c.status().service, "renamed");
 }
