@@ -13,7 +13,8 @@
 //!
 //! Assumes one process owns the file (the agent's data-directory lock).
 
-use crate::envelope::StreamId;
+use crate::envelope::{Content, Sequenced, StreamId, seal};
+use crate::keys::KeyPair;
 use crate::stream::{Offer, Slot, StreamReceiver};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
@@ -565,6 +566,30 @@ impl DeliveryStore {
 
 mod run;
 pub use run::{ReplyOut, RunState, Seal};
+
+/// The owner's skip markers for [`DeliveryStore::expire`] and [`DeliveryStore::purge`]:
+/// given a stream key and a position, the sealed skip carrying `reason`. Empty for a key
+/// that names no stream (the owner's own keys always do).
+pub fn skip_sealer(key: &KeyPair, reason: &str) -> impl FnMut(&str, u64) -> Vec<u8> {
+    let reason = reason.to_string();
+    move |k, seq| {
+        parse_stream_key(k)
+            .and_then(|stream| {
+                seal(
+                    &Sequenced {
+                        stream,
+                        seq: Some(seq),
+                        content: Content::Skip {
+                            reason: reason.clone(),
+                        },
+                    },
+                    key,
+                )
+                .ok()
+            })
+            .unwrap_or_default()
+    }
+}
 
 /// Moves these outbox rows to the dead letters and puts the owner's skip marker in each
 /// one's place (the position is kept; id '' marks a skip, which never expires).

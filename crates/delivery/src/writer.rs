@@ -15,7 +15,7 @@ type Reply<T> = oneshot::Sender<Result<T, String>>;
 type AnyBox = Box<dyn std::any::Any + Send>;
 type Job = Box<dyn FnOnce(&mut DeliveryStore) -> Result<AnyBox, StoreError> + Send>;
 /// Runs in the writer thread right after the commit, before the caller is answered.
-type After<T> = Option<Box<dyn FnOnce(&T) + Send>>;
+type After<T> = Box<dyn FnOnce(&T) + Send>;
 
 enum Op {
     Enqueue {
@@ -129,16 +129,7 @@ impl Writer {
         id: Option<String>,
         envelope: Vec<u8>,
     ) -> Result<Receipt, WriterError> {
-        let (reply, rx) = oneshot::channel();
-        let op = Op::Receive {
-            stream,
-            seq,
-            id,
-            envelope,
-            reply,
-            after: None,
-        };
-        self.call(op, rx).await
+        self.receive_queued(stream, seq, id, envelope, |_| {}).await
     }
 
     /// Queues an arrival at once (in call order, before the first poll) and returns the
@@ -162,7 +153,7 @@ impl Writer {
             id,
             envelope,
             reply,
-            after: Some(Box::new(after)),
+            after: Box::new(after),
         };
         self.queue(op, rx)
     }
@@ -182,11 +173,7 @@ impl Writer {
                 after(t);
             }
         });
-        let op = Op::Call {
-            job,
-            reply,
-            after: Some(after),
-        };
+        let op = Op::Call { job, reply, after };
         let answer = self.queue(op, rx);
         async move {
             answer
@@ -217,17 +204,7 @@ impl Writer {
         &self,
         f: impl FnOnce(&mut DeliveryStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, WriterError> {
-        let (reply, rx) = oneshot::channel();
-        let job: Job = Box::new(move |s| f(s).map(|v| Box::new(v) as AnyBox));
-        let op = Op::Call {
-            job,
-            reply,
-            after: None,
-        };
-        let any = self.call(op, rx).await?;
-        any.downcast::<T>()
-            .map(|b| *b)
-            .map_err(|_| WriterError::Store("internal: result of the wrong type".into()))
+        self.run_queued(f, |_| {}).await
     }
 }
 
@@ -300,15 +277,11 @@ fn run(mut store: DeliveryStore, rx: std_mpsc::Receiver<Op>) {
                         Done::Seq(r, v) => drop(r.send(Ok(v))),
                         Done::Unit(r) => drop(r.send(Ok(()))),
                         Done::Receipt(r, v, after) => {
-                            if let Some(f) = after {
-                                f(&v);
-                            }
+                            after(&v);
                             drop(r.send(Ok(v)))
                         }
                         Done::Any(r, v, after) => {
-                            if let Some(f) = after {
-                                f(&v);
-                            }
+                            after(&v);
                             drop(r.send(Ok(v)))
                         }
                     }

@@ -244,7 +244,7 @@ impl Hub {
         let expired = self
             .writer
             .run(move |s| {
-                let gone = s.expire(now, skip_marker(&key, "expired"))?;
+                let gone = s.expire(now, reeve_delivery::store::skip_sealer(&key, "expired"))?;
                 for e in &gone {
                     let node = parse_stream_key(&e.stream_key).map(|s| s.receiver);
                     s.conn()
@@ -287,7 +287,7 @@ impl Hub {
             .writer
             .run(move |s| {
                 let reason = format!("purged by {by}");
-                let gone = s.purge(&ids, now, skip_marker(&key, &reason))?;
+                let gone = s.purge(&ids, now, reeve_delivery::store::skip_sealer(&key, &reason))?;
                 for e in &gone {
                     let node = parse_stream_key(&e.stream_key).map(|s| s.receiver);
                     s.conn()
@@ -317,29 +317,6 @@ impl Hub {
             self.bump();
         }
         Ok(gone.into_iter().map(|e| e.id).collect())
-    }
-}
-
-/// Seals the hub's skip marker for a position of one of its streams (`reason` travels in
-/// it); empty when the stream key cannot be read, which cannot happen for the hub's own.
-fn skip_marker(key: &KeyPair, reason: &str) -> impl FnMut(&str, u64) -> Vec<u8> {
-    let reason = reason.to_string();
-    move |k, seq| {
-        parse_stream_key(k)
-            .and_then(|stream| {
-                seal(
-                    &Sequenced {
-                        stream,
-                        seq: Some(seq),
-                        content: Content::Skip {
-                            reason: reason.clone(),
-                        },
-                    },
-                    key,
-                )
-                .ok()
-            })
-            .unwrap_or_default()
     }
 }
 

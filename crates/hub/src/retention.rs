@@ -56,29 +56,31 @@ impl Hub {
                 .writer
                 .run(move |s| {
                     let c = s.conn();
-                    let events = c
-                        .execute(
-                            "DELETE FROM hub_events WHERE rowid IN
-                             (SELECT rowid FROM hub_events WHERE ts_ms < ?1 LIMIT ?2)",
-                            params![ev, BATCH],
-                        )
-                        .map_err(sql("prune events"))?;
-                    let messages = c
-                        .execute(
-                            "DELETE FROM hub_messages WHERE id IN
-                             (SELECT id FROM hub_messages WHERE created_ms < ?1
-                              AND state IN ('replied', 'expired', 'purged') LIMIT ?2)",
-                            params![msg, BATCH],
-                        )
-                        .map_err(sql("prune messages"))?;
-                    let errors = c
-                        .execute(
-                            "DELETE FROM hub_errors WHERE id IN
-                             (SELECT id FROM hub_errors WHERE at_ms < ?1 LIMIT ?2)",
-                            params![err, BATCH],
-                        )
-                        .map_err(sql("prune errors"))?;
-                    Ok((events as u64, messages as u64, errors as u64))
+                    // (table, key column, time column, extra condition, cut-off)
+                    let plans = [
+                        ("hub_events", "rowid", "ts_ms", "", ev),
+                        (
+                            "hub_messages",
+                            "id",
+                            "created_ms",
+                            "AND state IN ('replied', 'expired', 'purged')",
+                            msg,
+                        ),
+                        ("hub_errors", "id", "at_ms", "", err),
+                    ];
+                    let mut n = [0u64; 3];
+                    for (i, (table, key, at, extra, before)) in plans.into_iter().enumerate() {
+                        n[i] = c
+                            .execute(
+                                &format!(
+                                    "DELETE FROM {table} WHERE {key} IN
+                                     (SELECT {key} FROM {table} WHERE {at} < ?1 {extra} LIMIT ?2)"
+                                ),
+                                params![before, BATCH],
+                            )
+                            .map_err(sql("prune"))? as u64;
+                    }
+                    Ok((n[0], n[1], n[2]))
                 })
                 .await?;
             total.events += n.0;

@@ -31,7 +31,7 @@ use reeve_delivery::envelope::{
 };
 use reeve_delivery::keys::{KeyPair, PublicKey};
 use reeve_delivery::policy::{Decision, Policy};
-use reeve_delivery::store::{ReplyOut, RunState, Seal};
+use reeve_delivery::store::{ReplyOut, RunState, Seal, skip_sealer};
 use reeve_delivery::writer::Writer;
 use reeve_proto::event::EventKind;
 use serde_json::{Value, json};
@@ -242,17 +242,11 @@ impl Node {
             .enqueue(self.out_stream(), r.id, r.expires_at_ms, seal)
             .await?;
         self.out_wake.notify_one();
-        let _ = self
-            .ctx
-            .log
-            .record(event(
-                None,
-                EventKind::Message,
-                "agent",
-                "leaving the fleet: waiting for the hub to confirm",
-                json!({"seq": seq}),
-            ))
-            .await;
+        self.note(
+            "leaving the fleet: waiting for the hub to confirm",
+            json!({"seq": seq}),
+        )
+        .await;
         let node = self.clone();
         let done = tokio::spawn(async move { node.finish_leave(seq).await });
         match tokio::time::timeout(wait, done).await {
@@ -274,19 +268,22 @@ impl Node {
         self.left.store(true, Ordering::Relaxed);
         self.leave_now.notify_one();
         identity::forget_hub(&self.ctx.data_dir)?;
+        self.note(
+            "left the fleet: the hub removed this node; its key is deleted",
+            Value::Null,
+        )
+        .await;
+        tracing::info!("left the fleet");
+        Ok(())
+    }
+
+    /// Records an event of the node's own (actor `agent`) in the event log; best effort.
+    async fn note(&self, message: &str, detail: Value) {
         let _ = self
             .ctx
             .log
-            .record(event(
-                None,
-                EventKind::Message,
-                "agent",
-                "left the fleet: the hub removed this node; its key is deleted",
-                Value::Null,
-            ))
+            .record(event(None, EventKind::Message, "agent", message, detail))
             .await;
-        tracing::info!("left the fleet");
-        Ok(())
     }
 
     /// Has this node left the fleet?
@@ -484,23 +481,7 @@ async fn expire_loop(node: Arc<Node>) {
             .writer
             .run(move |s| {
                 s.raise_clock_floor(floor)?;
-                s.expire(now, |k, seq| {
-                    reeve_delivery::store::parse_stream_key(k)
-                        .and_then(|stream| {
-                            seal(
-                                &Sequenced {
-                                    stream,
-                                    seq: Some(seq),
-                                    content: Content::Skip {
-                                        reason: "expired".into(),
-                                    },
-                                },
-                                &key,
-                            )
-                            .ok()
-                        })
-                        .unwrap_or_default()
-                })
+                s.expire(now, skip_sealer(&key, "expired"))
             })
             .await;
         match gone {

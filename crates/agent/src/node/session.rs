@@ -153,11 +153,10 @@ async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
                         }
                         Ok(Frame::Refused { reason }) => {
                             tracing::warn!("the hub refused a message of ours: {reason}");
-                            // Expired on hub time: dead-letter it now (a skip takes its
-                            // place) rather than block the stream until the next sweep.
-                            if reason.contains("expired") {
-                                node.expire_now.notify_one();
-                            }
+                            // If it expired on hub time, the sweep dead-letters it now
+                            // (a skip takes its place) rather than the stream waiting for
+                            // the next one; for any other reason the sweep finds nothing.
+                            node.expire_now.notify_one();
                         }
                         Ok(_) => {}
                         Err(e) => tracing::warn!("malformed frame from the hub: {e}"),
