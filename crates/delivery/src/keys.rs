@@ -36,9 +36,9 @@ impl PublicKey {
             what: "public",
             reason: "not 32 bytes".into(),
         })?;
-        VerifyingKey::from_bytes(&arr).map_err(|e| KeyError::Invalid {
+        decompressed(&arr).ok_or_else(|| KeyError::Invalid {
             what: "public",
-            reason: e.to_string(),
+            reason: "not a point on the curve".into(),
         })?;
         Ok(Self(arr))
     }
@@ -53,8 +53,9 @@ impl PublicKey {
         self.0[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// The decompressed key, from [`decompressed`]'s cache.
     pub(crate) fn verifying(&self) -> Option<VerifyingKey> {
-        VerifyingKey::from_bytes(&self.0).ok()
+        decompressed(&self.0)
     }
 }
 
@@ -124,6 +125,31 @@ impl KeyPair {
         buf.extend_from_slice(msg);
         self.signing.sign(&buf).to_bytes()
     }
+}
+
+/// Keys kept decompressed at most; past this the cache starts over (a fleet's hub sees one
+/// key per node and operator, an agent a handful).
+const KEY_CACHE_MAX: usize = 16_384;
+
+/// `bytes` as a curve point, decompressed once per process: decompression (a square root in
+/// the field) costs about a third of a signature check, and every envelope names the same
+/// few keys again and again. Invalid keys are not cached.
+fn decompressed(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+    use std::collections::HashMap;
+    use std::sync::{OnceLock, RwLock};
+    static CACHE: OnceLock<RwLock<HashMap<[u8; 32], VerifyingKey>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(vk) = cache.read().ok().and_then(|c| c.get(bytes).copied()) {
+        return Some(vk);
+    }
+    let vk = VerifyingKey::from_bytes(bytes).ok()?;
+    if let Ok(mut c) = cache.write() {
+        if c.len() >= KEY_CACHE_MAX {
+            c.clear();
+        }
+        c.insert(*bytes, vk);
+    }
+    Some(vk)
 }
 
 /// Verifies `sig` over `domain || msg` with `key`, strictly (no malleable signatures, no

@@ -14,7 +14,7 @@ use crate::{Hub, Live, db, now_ms, sql};
 use anyhow::{Context, Result, anyhow, bail};
 use axum::extract::ws::{Message, WebSocket};
 use reeve_delivery::envelope::StreamId;
-use reeve_delivery::envelope::{Payload, Trust, open};
+use reeve_delivery::envelope::{Payload, Trust, open, reopen};
 use reeve_delivery::handshake::{Challenge, Hello, HubSide, Proof, Verdict};
 use reeve_delivery::keys::PublicKey;
 use reeve_delivery::link::{Frame, Outgoing};
@@ -417,7 +417,7 @@ async fn from_node(
                 .iter()
                 .filter_map(|r| r.id.clone())
                 .collect();
-            let applied = apply(s, &fw, &n, node_key, released)?;
+            let applied = apply(s, &fw, &n, released)?;
             Ok((stream, receipt.acked, applied))
         },
         move |(_, _, applied): &(StreamId, u64, Applied)| {
@@ -440,26 +440,17 @@ fn apply(
     s: &mut reeve_delivery::store::DeliveryStore,
     fw: &Forwarder,
     node: &str,
-    node_key: PublicKey,
     ids: Vec<String>,
 ) -> Result<Applied, reeve_delivery::store::StoreError> {
     let now = now_ms();
-    let owners = move |k: &PublicKey| *k == node_key;
     let mut fresh = Vec::new();
     let mut wake = Vec::new();
     for id in ids {
         let Some((env, _)) = s.inbox_get(&id)? else {
             continue;
         };
-        // Verified when it arrived; opened again to read it (expiry does not
-        // apply twice: `now_ms` 0).
-        let trust = Trust {
-            me: "hub",
-            owners: &owners,
-            signers: &owners,
-            now_ms: 0,
-        };
-        let Ok(opened) = open(&env, &trust) else {
+        // Verified when it arrived (in `from_node`), in this process.
+        let Ok(opened) = reopen(&env) else {
             continue;
         };
         let Payload::Request { request, .. } = opened.payload else {

@@ -81,6 +81,16 @@ fn a_good_envelope_opens() {
 }
 
 #[test]
+fn a_stored_envelope_reopens_as_it_opened() {
+    let w = world();
+    let bytes = sealed(&w, "n1", 3, &req("n1"));
+    let opened = open_as(&w, "n1", &bytes, 5_000).expect("open");
+    // Later (past its expiry, trust no longer at hand): read back the same.
+    assert_eq!(reopen(&bytes).expect("reopen"), opened);
+    assert!(matches!(reopen(b"{"), Err(EnvelopeError::Malformed(_))));
+}
+
+#[test]
 fn altered_bytes_are_refused() {
     let w = world();
     let bytes = sealed(&w, "n1", 1, &req("n1"));
