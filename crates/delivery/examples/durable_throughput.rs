@@ -39,6 +39,7 @@ async fn run(
         owner: owner.public(),
         instance: "bench".into(),
         receiver: "n1".into(),
+        lane: Default::default(),
     };
     let t = Instant::now();
     let mut tasks = Vec::new();

@@ -13,6 +13,7 @@
 //! stream's business ([`crate::stream`]) and the inbox's (ids).
 
 use crate::keys::{KeyPair, PublicKey, verify};
+use crate::lane::{Lane, is_control};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
@@ -72,6 +73,10 @@ pub struct Request {
     /// The operator a hub-signed request acts for (dashboard actions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_behalf_of: Option<String>,
+    /// Run it as it arrives, outside the stream's order (Steward's `REQn…`; see
+    /// [`crate::lane`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unordered: bool,
 }
 
 impl Request {
@@ -95,6 +100,7 @@ impl Request {
             method_timeout_ms: None,
             expires_at_ms,
             on_behalf_of: None,
+            unordered: false,
         }
     }
 }
@@ -121,6 +127,29 @@ pub struct StreamId {
     pub instance: String,
     /// The receiving node.
     pub receiver: String,
+    /// Which of the owner's streams to the receiver ([`crate::lane`]).
+    #[serde(default, skip_serializing_if = "Lane::is_ordered")]
+    pub lane: Lane,
+}
+
+impl StreamId {
+    /// `owner`'s stream from `instance` to `receiver` on `lane`.
+    pub fn new(owner: PublicKey, instance: &str, receiver: &str, lane: Lane) -> Self {
+        Self {
+            owner,
+            instance: instance.into(),
+            receiver: receiver.into(),
+            lane,
+        }
+    }
+
+    /// The same owner and receiver, on `lane`.
+    pub fn on(&self, lane: Lane) -> Self {
+        Self {
+            lane,
+            ..self.clone()
+        }
+    }
 }
 
 /// What a sequenced record carries.
@@ -193,6 +222,9 @@ pub enum EnvelopeError {
     /// Past its expiry.
     #[error("request {0} expired")]
     Expired(String),
+    /// Something other than a control method on the priority lane.
+    #[error("{0} is not a control method and may not travel on the priority lane")]
+    NotControl(String),
 }
 
 fn b64(s: &str, what: &str) -> Result<Vec<u8>, EnvelopeError> {
@@ -366,6 +398,9 @@ fn read(bytes: &[u8], trust: Option<&Trust<'_>>) -> Result<Opened, EnvelopeError
                 }
                 if request.expires_at_ms <= trust.now_ms {
                     return Err(EnvelopeError::Expired(request.id));
+                }
+                if record.stream.lane == Lane::Priority && !is_control(&request.method) {
+                    return Err(EnvelopeError::NotControl(request.method));
                 }
             }
             Payload::Request {

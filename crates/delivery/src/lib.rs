@@ -24,6 +24,7 @@ pub mod envelope;
 pub mod handshake;
 pub mod join;
 pub mod keys;
+pub mod lane;
 pub mod link;
 pub mod pipeline;
 pub mod policy;

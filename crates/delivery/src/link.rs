@@ -5,6 +5,7 @@
 //! [`Frame`]s; this module decides what to send.
 
 use crate::envelope::{Opened, Payload, StreamId, Trust, open};
+use crate::lane::Lane;
 use crate::sender::WindowSender;
 use crate::store::{DeliveryStore, StoreError};
 use crate::writer::{Writer, WriterError};
@@ -34,90 +35,121 @@ pub enum Frame {
     },
 }
 
-/// The owner side of one stream.
+/// The owner side towards one receiver: a sliding window per lane ([`crate::lane`]),
+/// served priority lane first.
 pub struct Outgoing {
-    stream: StreamId,
     writer: Writer,
-    window: WindowSender,
+    lanes: Vec<(StreamId, WindowSender)>,
 }
 
 impl Outgoing {
-    /// The sender of `stream`, over the outbox in `writer`.
+    /// The sender of every lane of `stream`'s owner towards its receiver, over the outbox
+    /// in `writer`, with `window` messages in flight per lane.
     pub fn new(stream: StreamId, writer: Writer, window: usize, rto_ms: u64) -> Self {
-        Self {
-            stream,
-            writer,
-            window: WindowSender::new(window, rto_ms, rto_ms.saturating_mul(64)),
-        }
+        let lanes = Lane::ALL
+            .into_iter()
+            .map(|lane| {
+                let w = WindowSender::new(window, rto_ms, rto_ms.saturating_mul(64));
+                (stream.on(lane), w)
+            })
+            .collect();
+        Self { writer, lanes }
     }
 
-    /// The stream.
-    pub fn stream(&self) -> &StreamId {
-        &self.stream
+    /// Is `stream` one of these lanes?
+    pub fn serves(&self, stream: &StreamId) -> bool {
+        self.lanes.iter().any(|(s, _)| s == stream)
     }
 
-    /// The frames to transmit now, read from the outbox: when a retransmission fell due,
-    /// the window again from the last ack; otherwise only messages never sent, as many as
-    /// the window has room for. A full window with nothing due costs no read.
+    /// The frames to transmit now, read from the outbox in one writer job, priority lane
+    /// first: per lane, when a retransmission fell due, the window again from the last ack;
+    /// otherwise only messages never sent, as many as the window has room for. Full
+    /// windows with nothing due cost no read.
     pub async fn poll(&mut self, now_ms: u64) -> Result<Vec<Frame>, WriterError> {
-        let (after, limit) = if self.window.retransmit_due(now_ms) {
-            (self.window.acked(), self.window.size())
-        } else {
-            (self.window.last_sent(), self.window.room())
-        };
-        if limit == 0 {
+        let wanted: Vec<(StreamId, u64, usize)> = self
+            .lanes
+            .iter()
+            .map(|(stream, w)| {
+                let (after, limit) = if w.retransmit_due(now_ms) {
+                    (w.acked(), w.size())
+                } else {
+                    (w.last_sent(), w.room())
+                };
+                (stream.clone(), after, limit)
+            })
+            .collect();
+        if wanted.iter().all(|(_, _, limit)| *limit == 0) {
             return Ok(Vec::new());
         }
-        let stream = self.stream.clone();
-        let unacked = self
+        let read = self
             .writer
-            .run(move |st| st.unacked_after(&stream, after, limit))
+            .run(move |st| {
+                wanted
+                    .iter()
+                    .map(|(stream, after, limit)| match limit {
+                        0 => Ok(Vec::new()),
+                        _ => st.unacked_after(stream, *after, *limit),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .await?;
-        let seqs: Vec<u64> = unacked.iter().map(|(s, _)| *s).collect();
-        let due = self.window.due(now_ms, &seqs);
-        Ok(unacked
-            .into_iter()
-            .filter(|(s, _)| due.binary_search(s).is_ok())
-            .map(|(_, bytes)| Frame::Envelope { bytes })
-            .collect())
+        let mut frames = Vec::new();
+        for ((_, window), unacked) in self.lanes.iter_mut().zip(read) {
+            let seqs: Vec<u64> = unacked.iter().map(|(s, _)| *s).collect();
+            let due = window.due(now_ms, &seqs);
+            frames.extend(
+                unacked
+                    .into_iter()
+                    .filter(|(s, _)| due.binary_search(s).is_ok())
+                    .map(|(_, bytes)| Frame::Envelope { bytes }),
+            );
+        }
+        Ok(frames)
     }
 
-    /// Applies an acknowledgement (durably: the outbox forgets what is delivered).
-    pub async fn on_ack(&mut self, upto: u64) -> Result<(), WriterError> {
-        if upto > self.window.acked() {
-            self.writer.ack(self.stream.clone(), upto).await?;
-            self.window.on_ack(upto);
-        }
+    /// Applies an acknowledgement of `stream` (durably: the outbox forgets what is
+    /// delivered). An ack for a stream not served here, or covering nothing new, is ignored.
+    pub async fn on_ack(&mut self, stream: &StreamId, upto: u64) -> Result<(), WriterError> {
+        self.on_ack_with(stream, upto, |_, _, _| Ok(())).await?;
         Ok(())
     }
 
-    /// Applies an acknowledgement and, in the same commit, `also` (the owner's own record of
-    /// what was delivered: it gets the range `(from, upto]` newly acknowledged). Nothing
-    /// happens for an ack that covers nothing new.
+    /// Applies an acknowledgement of `stream` and, in the same commit, `also` (the owner's
+    /// own record of what was delivered: it gets the lane and the range `(from, upto]`
+    /// newly acknowledged). Nothing happens for an ack that covers nothing new or names a
+    /// stream not served here.
     pub async fn on_ack_with<T: Send + 'static>(
         &mut self,
+        stream: &StreamId,
         upto: u64,
-        also: impl FnOnce(&mut DeliveryStore, u64, u64) -> Result<T, StoreError> + Send + 'static,
+        also: impl FnOnce(&mut DeliveryStore, Lane, (u64, u64)) -> Result<T, StoreError>
+        + Send
+        + 'static,
     ) -> Result<Option<T>, WriterError> {
-        let from = self.window.acked();
+        let Some((s, window)) = self.lanes.iter_mut().find(|(s, _)| s == stream) else {
+            return Ok(None);
+        };
+        let from = window.acked();
         if upto <= from {
             return Ok(None);
         }
-        let stream = self.stream.clone();
+        let (stream, lane) = (s.clone(), s.lane);
         let t = self
             .writer
             .run(move |st| {
                 st.ack(&stream, upto)?;
-                also(st, from, upto)
+                also(st, lane, (from, upto))
             })
             .await?;
-        self.window.on_ack(upto);
+        window.on_ack(upto);
         Ok(Some(t))
     }
 
     /// The link came back: retransmit what is in flight at once.
     pub fn on_reconnect(&mut self) {
-        self.window.on_reconnect();
+        for (_, w) in &mut self.lanes {
+            w.on_reconnect();
+        }
     }
 }
 

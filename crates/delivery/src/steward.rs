@@ -43,10 +43,9 @@ struct Raw {
 /// A request converted from Steward's format.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Converted {
-    /// The request.
+    /// The request (Steward's `REQn…` methods set its `unordered`: they run outside the
+    /// stream's order).
     pub request: Request,
-    /// Steward's `REQn…` methods run outside the stream's order.
-    pub unordered: bool,
 }
 
 /// Why a Steward message was refused (every problem, by message index).
@@ -165,10 +164,8 @@ pub fn convert(json: &str, from: &str, now_ms: u64) -> Result<Vec<Converted>, St
             let mut r = Request::new(from, &node, m, args.clone(), expires);
             r.reply = reply.clone();
             r.method_timeout_ms = raw.method_timeout.map(|s| s.saturating_mul(1000));
-            out.push(Converted {
-                request: r,
-                unordered,
-            });
+            r.unordered = unordered;
+            out.push(Converted { request: r });
         }
     }
     if errors.is_empty() {
@@ -198,7 +195,7 @@ mod tests {
         let reply = r.reply.as_ref().expect("reply");
         assert_eq!(reply.method, "file.append");
         assert_eq!(reply.directory.as_deref(), Some("cli_command__result"));
-        assert!(!out[0].unordered);
+        assert!(!out[0].request.unordered);
     }
 
     #[test]
@@ -215,7 +212,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["a", "b"]
         );
-        assert!(out.iter().all(|c| c.unordered));
+        assert!(out.iter().all(|c| c.request.unordered));
         let err = convert(
             r#"[{"toNode":"a","method":"REQCliCommand","directory":"/etc"},
                 {"toNode":"a","method":"REQCliCommand","directory":"../x"},

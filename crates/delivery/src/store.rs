@@ -15,6 +15,7 @@
 
 use crate::envelope::{Content, Sequenced, StreamId, seal};
 use crate::keys::KeyPair;
+use crate::lane::Lane;
 use crate::stream::{Offer, Slot, StreamReceiver};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
@@ -39,9 +40,14 @@ fn q(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 
 type Result<T> = std::result::Result<T, StoreError>;
 
-/// The stable text key of a stream.
+/// The stream's key in the tables: `OWNER/INSTANCE/RECEIVER`, with `+LANE` after the
+/// instance for the priority and unordered lanes (so keys from before lanes stand).
 pub fn stream_key(s: &StreamId) -> String {
-    format!("{}/{}/{}", s.owner.to_base64(), s.instance, s.receiver)
+    let owner = s.owner.to_base64();
+    match s.lane {
+        Lane::Ordered => format!("{owner}/{}/{}", s.instance, s.receiver),
+        lane => format!("{owner}/{}+{}/{}", s.instance, lane.as_str(), s.receiver),
+    }
 }
 
 /// The stream a [`stream_key`] names (`None` if it is not one).
@@ -50,11 +56,11 @@ pub fn parse_stream_key(key: &str) -> Option<StreamId> {
     let owner = crate::keys::PublicKey::from_base64(key.get(..44)?).ok()?;
     let rest = key.get(44..)?.strip_prefix('/')?;
     let (instance, receiver) = rest.split_once('/')?;
-    Some(StreamId {
-        owner,
-        instance: instance.into(),
-        receiver: receiver.into(),
-    })
+    let (instance, lane) = match instance.split_once('+') {
+        Some((i, l)) => (i, Lane::parse(l)?),
+        None => (instance, Lane::Ordered),
+    };
+    Some(StreamId::new(owner, instance, receiver, lane))
 }
 
 /// A message released to run, from [`DeliveryStore::receive`].
@@ -565,7 +571,7 @@ impl DeliveryStore {
 }
 
 mod run;
-pub use run::{ReplyOut, RunState, Seal};
+pub use run::{ReplyOut, RunState, Seal, Unfinished};
 
 /// The owner's skip markers for [`DeliveryStore::expire`] and [`DeliveryStore::purge`]:
 /// given a stream key and a position, the sealed skip carrying `reason`. Empty for a key

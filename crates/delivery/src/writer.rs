@@ -316,6 +316,7 @@ mod tests {
             owner: owner.public(),
             instance: "i".into(),
             receiver: "n1".into(),
+            lane: Default::default(),
         };
         let w = Writer::open(&path).expect("open");
         let mut tasks = Vec::new();

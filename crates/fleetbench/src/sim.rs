@@ -194,6 +194,7 @@ impl SimNode {
             owner: self.key.public(),
             instance: instance.into(),
             receiver: "hub".into(),
+            lane: Default::default(),
         }
     }
 
@@ -301,10 +302,10 @@ impl SimNode {
                         Message::Text(t) => match serde_json::from_str::<Frame>(&t) {
                             Ok(Frame::Ack { stream: s, upto }) => {
                                 if let Some(o) = out.as_mut()
-                                    && *o.stream() == s
+                                    && o.serves(&s)
                                 {
                                     let before = self.replies_acked.load(Ordering::Relaxed);
-                                    o.on_ack(upto).await?;
+                                    o.on_ack(&s, upto).await?;
                                     if upto > before {
                                         self.replies_acked.store(upto, Ordering::Relaxed);
                                         self.stats.replies_acked.fetch_add(upto - before, Ordering::Relaxed);

@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS hub_operators (
     name TEXT PRIMARY KEY, role TEXT NOT NULL, key TEXT, token_digest TEXT UNIQUE,
     created_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS hub_messages (
-    id TEXT PRIMARY KEY, node TEXT NOT NULL, seq INTEGER, method TEXT NOT NULL,
+    id TEXT PRIMARY KEY, node TEXT NOT NULL, lane TEXT NOT NULL DEFAULT 'ordered',
+    seq INTEGER, method TEXT NOT NULL,
     sender TEXT NOT NULL, state TEXT NOT NULL, created_ms INTEGER NOT NULL,
     delivered_ms INTEGER, replied_ms INTEGER, expires_at_ms INTEGER NOT NULL, reply TEXT);
 CREATE INDEX IF NOT EXISTS hub_messages_node_seq ON hub_messages (node, seq);
@@ -45,6 +46,10 @@ pub fn migrate(c: &Connection) -> Result<()> {
     if !has_column(c, "hub_nodes", "facts_ms")? {
         c.execute_batch("ALTER TABLE hub_nodes ADD COLUMN facts_ms INTEGER")
             .context("cannot add hub_nodes.facts_ms")?;
+    }
+    if !has_column(c, "hub_messages", "lane")? {
+        c.execute_batch("ALTER TABLE hub_messages ADD COLUMN lane TEXT NOT NULL DEFAULT 'ordered'")
+            .context("cannot add hub_messages.lane")?;
     }
     Ok(())
 }
@@ -110,6 +115,9 @@ pub struct MessageRow {
     pub replied_ms: Option<u64>,
     /// The reply's content.
     pub reply: Option<serde_json::Value>,
+    /// The lane it travels on: `ordered`, `priority` (control methods) or `unordered`.
+    #[schema(example = "ordered")]
+    pub lane: String,
 }
 
 /// An entry of the central error log.
@@ -257,11 +265,12 @@ fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
         delivered_ms: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
         replied_ms: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
         reply: reply.and_then(|s| serde_json::from_str(&s).ok()),
+        lane: r.get(9)?,
     })
 }
 
 const MESSAGE_COLS: &str =
-    "id, node, method, sender, state, created_ms, delivered_ms, replied_ms, reply";
+    "id, node, method, sender, state, created_ms, delivered_ms, replied_ms, reply, lane";
 
 /// One message.
 pub fn message(c: &Connection, id: &str) -> Result<Option<MessageRow>> {

@@ -26,6 +26,7 @@ pub mod serve;
 use anyhow::{Context, Result, bail};
 use reeve_delivery::envelope::{Authorized, Content, Sequenced, StreamId, check_authorized, seal};
 use reeve_delivery::keys::{KeyPair, PublicKey};
+use reeve_delivery::lane::{Lane, lane_of};
 use reeve_delivery::store::parse_stream_key;
 use reeve_delivery::writer::Writer;
 use rusqlite::{Connection, params};
@@ -161,13 +162,9 @@ impl Hub {
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    /// The stream the hub owns towards `node`.
-    pub fn stream_to(&self, node: &str) -> StreamId {
-        StreamId {
-            owner: self.key.public(),
-            instance: self.instance.clone(),
-            receiver: node.into(),
-        }
+    /// The hub's stream towards `node` on `lane`.
+    pub fn stream_to(&self, node: &str, lane: Lane) -> StreamId {
+        StreamId::new(self.key.public(), &self.instance, node, lane)
     }
 
     /// Accepts an authorized request for its node: checks the signature and that the
@@ -182,7 +179,8 @@ impl Hub {
         if self.read(|c| Ok(db::node_key(c, &request.to)?))?.is_none() {
             bail!("refused: no node named {:?} is enrolled", request.to);
         }
-        let stream = self.stream_to(&request.to);
+        let lane = lane_of(&request);
+        let stream = self.stream_to(&request.to, lane);
         let key = self.key.clone();
         let (id, node, method) = (
             request.id.clone(),
@@ -212,9 +210,9 @@ impl Hub {
                 })?;
                 s.conn()
                     .execute(
-                        "INSERT INTO hub_messages (id, node, seq, method, sender, state, created_ms, expires_at_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5, 'accepted', ?6, ?7)",
-                        params![id2, node, seq as i64, method, sender, now as i64, request.expires_at_ms as i64],
+                        "INSERT INTO hub_messages (id, node, lane, seq, method, sender, state, created_ms, expires_at_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'accepted', ?7, ?8)",
+                        params![id2, node, lane.as_str(), seq as i64, method, sender, now as i64, request.expires_at_ms as i64],
                     )
                     .map_err(sql("record message"))?;
                 Ok(Some(seq))

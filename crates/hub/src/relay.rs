@@ -17,6 +17,7 @@ use reeve_delivery::envelope::StreamId;
 use reeve_delivery::envelope::{Payload, Trust, open, reopen};
 use reeve_delivery::handshake::{Challenge, Hello, HubSide, Proof, Verdict};
 use reeve_delivery::keys::PublicKey;
+use reeve_delivery::lane::{Lane, lane_of};
 use reeve_delivery::link::{Frame, Outgoing};
 use reeve_delivery::pipeline::{Pipeline, acks_for};
 use reeve_delivery::writer::WriterError;
@@ -249,8 +250,12 @@ async fn session(
     node_key: PublicKey,
     live: &Live,
 ) -> Result<()> {
-    let stream = hub.stream_to(node);
-    let mut out = Outgoing::new(stream.clone(), hub.writer.clone(), WINDOW, RTO_MS);
+    let mut out = Outgoing::new(
+        hub.stream_to(node, Lane::Ordered),
+        hub.writer.clone(),
+        WINDOW,
+        RTO_MS,
+    );
     out.on_reconnect();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut push = true;
@@ -280,8 +285,8 @@ async fn session(
                         }
                     }
                     Message::Text(t) => match serde_json::from_str::<Frame>(&t) {
-                        Ok(Frame::Ack { stream: s, upto }) if s == stream => {
-                            delivered(hub, &mut out, node, upto).await?;
+                        Ok(Frame::Ack { stream, upto }) if out.serves(&stream) => {
+                            delivered(hub, &mut out, &stream, upto).await?;
                             push = true;
                         }
                         Ok(Frame::Refused { reason }) => {
@@ -330,15 +335,15 @@ async fn send_json_frame(ws: &mut WebSocket, f: &Frame) -> Result<()> {
 
 /// Applies the node's ack and marks the messages it newly covers delivered, in one commit
 /// (only that range: a scan of the node's whole history per ack grew with it).
-async fn delivered(hub: &Hub, out: &mut Outgoing, node: &str, upto: u64) -> Result<()> {
-    let (node, now) = (node.to_string(), now_ms());
+async fn delivered(hub: &Hub, out: &mut Outgoing, stream: &StreamId, upto: u64) -> Result<()> {
+    let (node, now) = (stream.receiver.clone(), now_ms());
     let n = out
-        .on_ack_with(upto, move |s, from, upto| {
+        .on_ack_with(stream, upto, move |s, lane, (from, upto)| {
             s.conn()
                 .execute(
                     "UPDATE hub_messages SET state = 'delivered', delivered_ms = ?3
-                     WHERE node = ?1 AND seq > ?4 AND seq <= ?2 AND state = 'accepted'",
-                    params![node, upto as i64, now as i64, from as i64],
+                     WHERE node = ?1 AND seq > ?4 AND seq <= ?2 AND lane = ?5 AND state = 'accepted'",
+                    params![node, upto as i64, now as i64, from as i64, lane.as_str()],
                 )
                 .map_err(sql("mark delivered"))
         })
@@ -490,16 +495,7 @@ fn apply(
                     );
                     back.in_reply_to = Some(to.clone());
                     if let Ok(auth) = reeve_delivery::envelope::authorize(&back, &fw.key) {
-                        fw.forward(
-                            s,
-                            &origin,
-                            &back.id,
-                            &back.method,
-                            "hub",
-                            back.expires_at_ms,
-                            auth,
-                            now,
-                        )?;
+                        fw.forward(s, &back, "hub", auth, now)?;
                         wake.push(origin);
                     }
                 }
@@ -512,16 +508,7 @@ fn apply(
                     .is_some();
                 match reeve_delivery::envelope::authorization_of(&env) {
                     Some(auth) if known => {
-                        fw.forward(
-                            s,
-                            &request.to,
-                            &request.id,
-                            &request.method,
-                            node,
-                            request.expires_at_ms,
-                            auth,
-                            now,
-                        )?;
+                        fw.forward(s, &request, node, auth, now)?;
                         wake.push(request.to.clone());
                     }
                     _ => {
@@ -542,11 +529,7 @@ fn apply(
             (None, "leave") => {
                 // The node leaves the fleet: signed by its own key, in its stream's order
                 // (after everything it sent before). It closes its link once this is acked.
-                let stream = reeve_delivery::envelope::StreamId {
-                    owner: fw.key.public(),
-                    instance: fw.instance.clone(),
-                    receiver: node.to_string(),
-                };
+                let stream = StreamId::new(fw.key.public(), &fw.instance, node, Lane::Ordered);
                 crate::removal::remove_in(s, &stream, node, node, now)?;
             }
             (None, "hello") => {
@@ -607,34 +590,28 @@ pub(crate) struct Forwarder {
 
 impl Forwarder {
     /// Puts an authorized request in `target`'s stream and records it (once per id).
-    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         s: &mut reeve_delivery::store::DeliveryStore,
-        target: &str,
-        id: &str,
-        method: &str,
+        request: &reeve_delivery::envelope::Request,
         sender: &str,
-        expires_at_ms: u64,
         auth: reeve_delivery::envelope::Authorized,
         now: u64,
     ) -> Result<(), reeve_delivery::store::StoreError> {
+        let (target, id, method) = (&request.to, &request.id, &request.method);
+        let (expires_at_ms, lane) = (request.expires_at_ms, lane_of(request));
         let fresh = s
             .conn()
             .execute(
-                "INSERT OR IGNORE INTO hub_messages (id, node, method, sender, state, created_ms, expires_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6)",
-                params![id, target, method, sender, now as i64, expires_at_ms as i64],
+                "INSERT OR IGNORE INTO hub_messages (id, node, lane, method, sender, state, created_ms, expires_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'accepted', ?6, ?7)",
+                params![id, target, lane.as_str(), method, sender, now as i64, expires_at_ms as i64],
             )
             .map_err(sql("record forwarded"))?;
         if fresh == 0 {
             return Ok(());
         }
-        let stream = reeve_delivery::envelope::StreamId {
-            owner: self.key.public(),
-            instance: self.instance.clone(),
-            receiver: target.to_string(),
-        };
+        let stream = StreamId::new(self.key.public(), &self.instance, target, lane);
         let key = self.key.clone();
         let st = stream.clone();
         let seq = s.enqueue(&stream, id, expires_at_ms, move |seq| {

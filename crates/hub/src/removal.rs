@@ -7,10 +7,12 @@
 use crate::{Hub, db, now_ms, sql};
 use anyhow::Result;
 use reeve_delivery::envelope::StreamId;
+use reeve_delivery::lane::Lane;
 use reeve_delivery::store::{DeliveryStore, StoreError};
 use rusqlite::params;
 
-/// Removes `node` inside a writer job (so it commits with whatever else the job does).
+/// Removes `node` inside a writer job (so it commits with whatever else the job does);
+/// `stream` is one of the hub's streams to it (every lane of it is retired).
 /// Returns how many waiting messages were purged, or `None` if no such node is enrolled.
 pub(crate) fn remove_in(
     s: &mut DeliveryStore,
@@ -25,7 +27,10 @@ pub(crate) fn remove_in(
     {
         return Ok(None);
     }
-    let gone = s.retire_stream(stream, now)?;
+    let mut gone = Vec::new();
+    for lane in Lane::ALL {
+        gone.extend(s.retire_stream(&stream.on(lane), now)?);
+    }
     for e in &gone {
         s.conn()
             .execute(
@@ -57,7 +62,11 @@ impl Hub {
     /// Removes `node` on behalf of `by` and closes its live connection. Returns how many
     /// waiting messages were purged, or `None` if no such node is enrolled.
     pub async fn remove_node(&self, node: &str, by: &str) -> Result<Option<usize>> {
-        let (stream, n, by) = (self.stream_to(node), node.to_string(), by.to_string());
+        let (stream, n, by) = (
+            self.stream_to(node, Lane::Ordered),
+            node.to_string(),
+            by.to_string(),
+        );
         let purged = self
             .writer
             .run(move |s| remove_in(s, &stream, &n, &by, now_ms()))

@@ -79,6 +79,7 @@ impl HubConn {
   reeve send --to n1 exec -- uname -a
   reeve send --to n1,n2 service.restart web
   reeve send --to n1 ops.ps --json
+  reeve send --to n1 --unordered exec -- long-job.sh
   reeve send --to n1 events.query --args '{\"limit\": 10}'")]
 pub struct SendArgs {
     #[command(flatten)]
@@ -107,6 +108,12 @@ pub struct SendArgs {
     /// Print the message ids and return (fetch results with `reeve messages show ID`).
     #[arg(long)]
     pub no_wait: bool,
+    /// Run it as soon as it arrives, beside whatever else runs on the node, instead of
+    /// after the messages sent before it (Steward's REQn…; a node runs at most 4 at once
+    /// per sender). Control methods (ops.ps, service.status, …) always take the priority
+    /// lane.
+    #[arg(long)]
+    pub unordered: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -170,6 +177,7 @@ pub async fn send(a: SendArgs) -> Result<ExitCode> {
             hub_now.saturating_add(a.ttl.as_millis() as u64),
         );
         r.method_timeout_ms = a.method_timeout.map(|d| d.as_millis() as u64);
+        r.unordered = a.unordered;
         ids.push((node.clone(), r.id.clone()));
         requests.push(authorize(&r, &key)?);
     }

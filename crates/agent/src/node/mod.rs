@@ -16,6 +16,7 @@ pub mod enrol;
 pub mod forward;
 pub mod identity;
 pub mod keepalive;
+pub mod lanes;
 pub mod methods;
 pub mod replies;
 pub mod runner;
@@ -61,8 +62,15 @@ pub struct Node {
     pub(crate) expire_now: Notify,
     /// The adaptive keepalive; what it learned outlives each link.
     pub(crate) keepalive: Mutex<keepalive::Keepalive>,
-    exec_tx: mpsc::UnboundedSender<String>,
-    exec_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    exec_tx: mpsc::UnboundedSender<lanes::Job>,
+    exec_rx: Mutex<Option<mpsc::UnboundedReceiver<lanes::Job>>>,
+}
+
+/// A stored request, read back to run.
+struct Loaded {
+    request: Box<reeve_delivery::envelope::Request>,
+    authorizer: reeve_delivery::keys::PublicKey,
+    state: RunState,
 }
 
 fn local_ms() -> u64 {
@@ -158,6 +166,7 @@ impl Node {
             owner: self.ident.key.public(),
             instance: self.instance.clone(),
             receiver: "hub".into(),
+            lane: Default::default(),
         }
     }
 
@@ -314,25 +323,47 @@ impl Node {
         }
     }
 
-    /// Runs stored request `id` (in stream order) and writes its reply.
+    /// Runs stored request `id` and writes its reply ([`lanes`] decides when).
     async fn execute(self: &Arc<Self>, id: &str) -> Result<()> {
+        match self.load(id).await? {
+            Some(loaded) => self.run_loaded(id, loaded).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Stored request `id`, checked again against today's trust (a key revoked since it
+    /// arrived no longer counts); `None` when it is done or not a request.
+    async fn load(&self, id: &str) -> Result<Option<Loaded>> {
         let idc = id.to_string();
         let Some((env, state)) = self.writer.run(move |s| s.inbox_get(&idc)).await? else {
-            return Ok(());
+            return Ok(None);
         };
         if state == RunState::Done {
-            return Ok(());
+            return Ok(None);
         }
         let opened = self
             .verify(&env, 0)
             .context("a stored request no longer verifies")?;
-        let Payload::Request {
+        Ok(match opened.payload {
+            Payload::Request {
+                request,
+                authorizer,
+            } => Some(Loaded {
+                request,
+                authorizer,
+                state,
+            }),
+            Payload::Skip { .. } => None,
+        })
+    }
+
+    /// Runs a loaded request and writes its reply.
+    async fn run_loaded(self: &Arc<Self>, id: &str, loaded: Loaded) -> Result<()> {
+        let Loaded {
             request,
             authorizer,
-        } = opened.payload
-        else {
-            return Ok(());
-        };
+            state,
+        } = loaded;
         // A reply to a request of ours, brought back by the hub: handled by its reply
         // method, never answered.
         if request.in_reply_to.is_some()
@@ -435,10 +466,10 @@ impl Node {
         Ok(())
     }
 
-    /// Queues stored request ids for execution.
-    pub(crate) fn release(&self, ids: Vec<String>) {
-        for id in ids {
-            let _ = self.exec_tx.send(id);
+    /// Hands stored requests to their lanes' runners.
+    pub(crate) fn release(&self, jobs: impl IntoIterator<Item = lanes::Job>) {
+        for job in jobs {
+            let _ = self.exec_tx.send(job);
         }
     }
 }
@@ -447,17 +478,14 @@ impl Node {
 /// relay link.
 pub async fn spawn(node: Arc<Node>) -> Result<()> {
     let unfinished = node.writer.run(|s| s.inbox_unfinished()).await?;
-    node.release(unfinished.into_iter().map(|(id, _)| id).collect());
+    node.release(
+        unfinished
+            .into_iter()
+            .map(|u| lanes::Job::new(u.id, u.stream_key, u.sequenced)),
+    );
     let rx = node.exec_rx.lock().ok().and_then(|mut r| r.take());
-    if let Some(mut rx) = rx {
-        let n = node.clone();
-        tokio::spawn(async move {
-            while let Some(id) = rx.recv().await {
-                if let Err(e) = n.execute(&id).await {
-                    tracing::warn!(%id, "request failed: {e:#}");
-                }
-            }
-        });
+    if let Some(rx) = rx {
+        tokio::spawn(lanes::dispatch(node.clone(), rx));
     }
     tokio::spawn(forward::run(node.clone()));
     tokio::spawn(expire_loop(node.clone()));

@@ -2,6 +2,7 @@
 //! both directions of delivery over the one WebSocket until it breaks.
 
 use super::keepalive::{self, Action, Keepalive};
+use super::lanes::Job;
 use super::{Node, transport};
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
@@ -10,6 +11,7 @@ use reeve_delivery::handshake::{AgentSide, Challenge, Verdict};
 use reeve_delivery::keys::KeyPair;
 use reeve_delivery::link::{Frame, Outgoing};
 use reeve_delivery::pipeline::{Pipeline, acks_for};
+use reeve_delivery::store::stream_key;
 use reeve_delivery::writer::WriterError;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -110,8 +112,7 @@ const PIPELINE: usize = 1024;
 type Arrival = Result<(StreamId, u64), WriterError>;
 
 async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
-    let stream = node.out_stream();
-    let mut out = Outgoing::new(stream.clone(), node.writer.clone(), WINDOW, RTO_MS);
+    let mut out = Outgoing::new(node.out_stream(), node.writer.clone(), WINDOW, RTO_MS);
     out.on_reconnect();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_sent = Instant::now();
@@ -147,8 +148,8 @@ async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
                         }
                     }
                     Message::Text(t) => match serde_json::from_str::<Frame>(&t) {
-                        Ok(Frame::Ack { stream: s, upto }) if s == stream => {
-                            out.on_ack(upto).await?;
+                        Ok(Frame::Ack { stream, upto }) => {
+                            out.on_ack(&stream, upto).await?;
                             push = true;
                         }
                         Ok(Frame::Refused { reason }) => {
@@ -216,17 +217,15 @@ fn from_hub(node: &Arc<Node>, bytes: Vec<u8>, arrivals: &mut Pipeline<Arrival>) 
         Payload::Skip { .. } => None,
     };
     let stream = opened.stream.clone();
+    let key = stream_key(&stream);
     let releaser = node.clone();
     let commit = node
         .writer
         .receive_queued(opened.stream, opened.seq, id, bytes, move |receipt| {
-            releaser.release(
-                receipt
-                    .released
-                    .iter()
-                    .filter_map(|r| r.id.clone())
-                    .collect(),
-            );
+            releaser.release(receipt.released.iter().filter_map(|r| {
+                let id = r.id.clone()?;
+                Some(Job::new(id, key.clone(), r.seq.is_some()))
+            }));
         });
     arrivals.push(async move { commit.await.map(|r| (stream, r.acked)) });
     None

@@ -23,6 +23,7 @@ fn stream(w: &World, to: &str) -> StreamId {
         owner: w.hub.public(),
         instance: "hub-1".into(),
         receiver: to.into(),
+        lane: Default::default(),
     }
 }
 
@@ -122,6 +123,7 @@ fn a_relay_cannot_re_sequence_or_alter_the_request() {
                 owner: w.stranger.public(),
                 instance: "x".into(),
                 receiver: "n1".into(),
+                lane: Default::default(),
             },
             seq: Some(1),
             content: Content::Request { auth: auth.clone() },
@@ -244,4 +246,31 @@ fn skip_markers_are_signed_by_the_owner() {
         &w.stranger,
     );
     assert_eq!(err, Err(EnvelopeError::OwnerMismatch));
+}
+
+#[test]
+fn the_priority_lane_carries_only_control_methods() {
+    let w = world();
+    let on_priority = |r: &Request| {
+        let auth = authorize(r, &w.operator).expect("authorize");
+        seal(
+            &Sequenced {
+                stream: stream(&w, "n1").on(Lane::Priority),
+                seq: Some(1),
+                content: Content::Request { auth },
+            },
+            &w.hub,
+        )
+        .expect("seal")
+    };
+    // `exec` smuggled onto the priority lane (past every backlog) is refused...
+    assert!(matches!(
+        open_as(&w, "n1", &on_priority(&req("n1")), 0),
+        Err(EnvelopeError::NotControl(m)) if m == "exec"
+    ));
+    // ...a status query is what it is for, and the lane survives the round trip.
+    let mut ps = req("n1");
+    ps.method = "ops.ps".into();
+    let opened = open_as(&w, "n1", &on_priority(&ps), 0).expect("open");
+    assert_eq!(opened.stream.lane, Lane::Priority);
 }

@@ -25,6 +25,7 @@ async fn exactly_once_in_order_over_a_bad_link_with_crashes() {
         owner: hub.public(),
         instance: "hub-1".into(),
         receiver: "n1".into(),
+        lane: Default::default(),
     };
     let (hub_pub, op_pub) = (hub.public(), operator.public());
     let owners = move |k: &PublicKey| *k == hub_pub;
@@ -110,8 +111,8 @@ async fn exactly_once_in_order_over_a_bad_link_with_crashes() {
             if xorshift(&mut rng).is_multiple_of(4) {
                 continue; // ack lost
             }
-            if let Frame::Ack { upto, .. } = a {
-                out.on_ack(upto).await.expect("ack");
+            if let Frame::Ack { stream, upto } = a {
+                out.on_ack(&stream, upto).await.expect("ack");
             }
         }
     }
@@ -134,11 +135,11 @@ async fn exactly_once_in_order_over_a_bad_link_with_crashes() {
         for f in out.poll(now).await.expect("poll") {
             if let Frame::Envelope { bytes } = f
                 && let Received::Stored {
-                    ack: Frame::Ack { upto, .. },
+                    ack: Frame::Ack { stream, upto },
                     ..
                 } = receive(&bytes, &trust, &node_w).await.expect("receive")
             {
-                out.on_ack(upto).await.expect("ack");
+                out.on_ack(&stream, upto).await.expect("ack");
             }
         }
     }

@@ -39,6 +39,19 @@ pub struct ReplyOut<'a> {
     pub expires_at_ms: u64,
 }
 
+/// A stored request not yet done.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unfinished {
+    /// Its id.
+    pub id: String,
+    /// Where it stands.
+    pub state: RunState,
+    /// The [`super::stream_key`] of the stream it came on.
+    pub stream_key: String,
+    /// It has a position in its stream (false: it arrived unordered, without one).
+    pub sequenced: bool,
+}
+
 impl DeliveryStore {
     /// The stored envelope of request `id` and where it stands.
     pub fn inbox_get(&self, id: &str) -> Result<Option<(Vec<u8>, RunState)>> {
@@ -58,17 +71,21 @@ impl DeliveryStore {
     }
 
     /// Requests not yet done, in the order they became runnable.
-    pub fn inbox_unfinished(&self) -> Result<Vec<(String, RunState)>> {
+    pub fn inbox_unfinished(&self) -> Result<Vec<Unfinished>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT id, state FROM inbox WHERE state != 'done' ORDER BY rowid")
+            .prepare_cached(
+                "SELECT id, state, key, seq IS NOT NULL FROM inbox WHERE state != 'done' ORDER BY rowid",
+            )
             .map_err(q("prepare unfinished"))?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    RunState::parse(&r.get::<_, String>(1)?),
-                ))
+                Ok(Unfinished {
+                    id: r.get(0)?,
+                    state: RunState::parse(&r.get::<_, String>(1)?),
+                    stream_key: r.get(2)?,
+                    sequenced: r.get(3)?,
+                })
             })
             .map_err(q("query unfinished"))?;
         rows.collect::<std::result::Result<_, _>>()

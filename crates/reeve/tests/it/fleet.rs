@@ -8,7 +8,7 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(30);
 
 /// An agent joined to `hub` as `name`, with a policy that lets `exec_ops` call `exec`.
-fn joined(hub: &Hub, name: &str, exec_ops: &[&Operator]) -> Agent {
+pub(crate) fn joined(hub: &Hub, name: &str, exec_ops: &[&Operator]) -> Agent {
     let a = hub.join(name, None);
     let data = a.data_dir();
     let mut policy = String::from("[keys]\n");
@@ -21,7 +21,7 @@ fn joined(hub: &Hub, name: &str, exec_ops: &[&Operator]) -> Agent {
     a
 }
 
-fn send(hub: &Hub, op: &Operator, args: &[&str]) -> serde_json::Value {
+pub(crate) fn send(hub: &Hub, op: &Operator, args: &[&str]) -> serde_json::Value {
     // --json before the method: what follows `--` is the command's.
     let mut a = vec!["send", "--json"];
     a.extend_from_slice(args);
