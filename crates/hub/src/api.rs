@@ -23,7 +23,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 /// An API error: status and a message for the caller.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 /// The body of every error answer.
 #[derive(Serialize, ToSchema)]
@@ -38,7 +38,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn internal(e: anyhow::Error) -> ApiError {
+pub(crate) fn internal(e: anyhow::Error) -> ApiError {
     tracing::warn!("API error: {e:#}");
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
 }
@@ -65,11 +65,11 @@ impl<'de> Deserialize<'de> for Count {
     }
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(v)| v).map_err(|e| bad(e.body_text()))
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 /// The documented routes: each handler carries its OpenAPI description, so the router and
 /// the document ([`crate::openapi::document`]) are made from the same list.
@@ -85,6 +85,7 @@ pub fn routes() -> OpenApiRouter<Arc<Hub>> {
         .routes(routes!(messages, send))
         .routes(routes!(purge))
         .routes(routes!(message))
+        .routes(routes!(crate::output::message_output))
         .routes(routes!(errors))
         .routes(routes!(events))
         .routes(routes!(stream))
@@ -136,7 +137,11 @@ fn rank(role: &str) -> u8 {
 }
 
 /// The calling operator, if their token is valid and their role is at least `need`.
-fn authorize(hub: &Hub, headers: &HeaderMap, need: &str) -> Result<db::Operator, ApiError> {
+pub(crate) fn authorize(
+    hub: &Hub,
+    headers: &HeaderMap,
+    need: &str,
+) -> Result<db::Operator, ApiError> {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())

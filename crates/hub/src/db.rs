@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS hub_messages (
     delivered_ms INTEGER, replied_ms INTEGER, expires_at_ms INTEGER NOT NULL, reply TEXT);
 CREATE INDEX IF NOT EXISTS hub_messages_node_seq ON hub_messages (node, seq);
 CREATE INDEX IF NOT EXISTS hub_messages_state ON hub_messages (state);
+CREATE TABLE IF NOT EXISTS hub_output (
+    id TEXT NOT NULL, n INTEGER NOT NULL, stdout TEXT NOT NULL, stderr TEXT NOT NULL,
+    at_ms INTEGER NOT NULL, PRIMARY KEY (id, n));
 CREATE TABLE IF NOT EXISTS hub_events (
     node TEXT NOT NULL, id INTEGER NOT NULL, ts_ms INTEGER NOT NULL, service TEXT,
     kind TEXT NOT NULL, actor TEXT NOT NULL, message TEXT NOT NULL, detail TEXT,

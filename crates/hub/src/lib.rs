@@ -17,6 +17,7 @@ pub mod db;
 pub mod identity;
 pub mod metrics;
 pub mod openapi;
+pub mod output;
 pub mod registry;
 pub mod relay;
 pub mod removal;

@@ -10,7 +10,7 @@
 //! handshake). A second live connection with a node's key is refused and reported (a cloned
 //! machine). Frames larger than [`MAX_FRAME`] close the connection.
 
-use crate::{Hub, Live, db, now_ms, sql};
+use crate::{Hub, Live, db, now_ms, output, sql};
 use anyhow::{Context, Result, anyhow, bail};
 use axum::extract::ws::{Message, WebSocket};
 use reeve_delivery::envelope::StreamId;
@@ -463,15 +463,25 @@ fn apply(
         };
         match (&request.in_reply_to, request.method.as_str()) {
             (Some(to), _) => {
-                let reply = serde_json::to_string(&request.args).unwrap_or_default();
-                let n = s
-                    .conn()
-                    .execute(
-                        "UPDATE hub_messages SET state = 'replied', reply = ?3, replied_ms = ?4
-                         WHERE id = ?1 AND node = ?2 AND state != 'replied'",
-                        params![to, node, reply, now as i64],
-                    )
-                    .map_err(sql("record reply"))?;
+                let fresh = match output::chunk_number(&request.args) {
+                    Some(chunk) => {
+                        output::record_chunk(s.conn(), to, node, chunk, &request.args, now)
+                            .map_err(sql("record output"))?
+                    }
+                    None => {
+                        let whole = output::assemble(s.conn(), to, request.args.clone())
+                            .map_err(sql("assemble output"))?;
+                        let reply = serde_json::to_string(&whole).unwrap_or_default();
+                        s.conn()
+                            .execute(
+                                "UPDATE hub_messages SET state = 'replied', reply = ?3, replied_ms = ?4
+                                 WHERE id = ?1 AND node = ?2 AND state != 'replied'",
+                                params![to, node, reply, now as i64],
+                            )
+                            .map_err(sql("record reply"))?
+                            == 1
+                    }
+                };
                 // A request one node sent another: the reply goes back to the sender, signed
                 // by the hub (the sender's policy trusts the hub's key for replies).
                 let sender: Option<String> =
@@ -481,7 +491,7 @@ fn apply(
                         |r| r.get(0),
                     ))
                     .map_err(sql("read sender"))?;
-                if let Some(origin) = sender.filter(|_| n == 1)
+                if let Some(origin) = sender.filter(|_| fresh)
                     && db::node_key(s.conn(), &origin)
                         .map_err(sql("read node"))?
                         .is_some()

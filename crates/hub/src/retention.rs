@@ -67,8 +67,10 @@ impl Hub {
                             msg,
                         ),
                         ("hub_errors", "id", "at_ms", "", err),
+                        // Streamed output goes with the messages' retention.
+                        ("hub_output", "rowid", "at_ms", "", msg),
                     ];
-                    let mut n = [0u64; 3];
+                    let mut n = [0u64; 4];
                     for (i, (table, key, at, extra, before)) in plans.into_iter().enumerate() {
                         n[i] = c
                             .execute(
@@ -80,7 +82,7 @@ impl Hub {
                             )
                             .map_err(sql("prune"))? as u64;
                     }
-                    Ok((n[0], n[1], n[2]))
+                    Ok((n[0], n[1] + n[3], n[2]))
                 })
                 .await?;
             total.events += n.0;

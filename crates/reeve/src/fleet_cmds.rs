@@ -80,6 +80,7 @@ impl HubConn {
   reeve send --to n1,n2 service.restart web
   reeve send --to n1 ops.ps --json
   reeve send --to n1 --unordered exec -- long-job.sh
+  reeve send --to n1 --method-timeout 1h exec.stream -- apt-get -y upgrade
   reeve send --to n1 events.query --args '{\"limit\": 10}'")]
 pub struct SendArgs {
     #[command(flatten)]
@@ -117,7 +118,8 @@ pub struct SendArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// The method: exec, service.start|stop|restart|reload|status, ops.ps, events.query, …
+    /// The method: exec, exec.stream (output shown as it comes), service.start|stop|
+    /// restart|reload|status, ops.ps, events.query, …
     pub method: String,
     /// The method's words: exec ARGV…, service.* NAME, tail FILE, http.get URL.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -201,7 +203,13 @@ pub async fn send(a: SendArgs) -> Result<ExitCode> {
     let deadline = Instant::now() + a.wait;
     let mut ok = true;
     for (node, id) in &ids {
-        let row = loop {
+        // exec.stream: the output as it comes, then the rest of the result.
+        let printed = if a.method == "exec.stream" && !a.json {
+            follow_output(&a.conn, id, deadline).await?
+        } else {
+            (0, 0)
+        };
+        let mut row = loop {
             let left = deadline
                 .saturating_duration_since(Instant::now())
                 .as_secs()
@@ -216,6 +224,7 @@ pub async fn send(a: SendArgs) -> Result<ExitCode> {
                 break row;
             }
         };
+        skip_printed(&mut row, printed);
         ok &= print_result(node, &row, a.json);
     }
     Ok(if ok {
@@ -223,6 +232,55 @@ pub async fn send(a: SendArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Prints an `exec.stream` message's output as the node streams it, until the message is
+/// settled or `deadline`; returns the bytes printed of stdout and stderr.
+async fn follow_output(conn: &HubConn, id: &str, deadline: Instant) -> Result<(usize, usize)> {
+    use std::io::Write;
+    let (mut after, mut printed) = (0u64, (0usize, 0usize));
+    loop {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .as_secs()
+            .clamp(0, 30);
+        let page = conn
+            .call(
+                "GET",
+                &format!("/api/v1/messages/{id}/output?after={after}&wait={left}"),
+                None,
+            )
+            .await?;
+        for c in page["chunks"].as_array().into_iter().flatten() {
+            let (out, err) = (
+                c["stdout"].as_str().unwrap_or(""),
+                c["stderr"].as_str().unwrap_or(""),
+            );
+            print!("{out}");
+            eprint!("{err}");
+            printed.0 += out.len();
+            printed.1 += err.len();
+            after = c["n"].as_u64().unwrap_or(after);
+        }
+        let _ = std::io::stdout().flush();
+        let state = page["state"].as_str().unwrap_or("");
+        if matches!(state, "replied" | "expired" | "purged") || Instant::now() >= deadline {
+            return Ok(printed);
+        }
+    }
+}
+
+/// Drops from a reply's output what [`follow_output`] printed already.
+fn skip_printed(row: &mut Value, (out, err): (usize, usize)) {
+    let Some(reply) = row.get_mut("reply").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (k, n) in [("stdout", out), ("stderr", err)] {
+        if let Some(text) = reply.get(k).and_then(Value::as_str) {
+            let rest = text.get(n..).unwrap_or("").to_string();
+            reply.insert(k.into(), Value::String(rest));
+        }
+    }
 }
 
 /// Prints one message's outcome; false when it did not succeed.

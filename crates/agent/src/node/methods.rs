@@ -40,7 +40,8 @@ pub fn at_most_once(method: &str) -> bool {
     matches!(method, "exec" | "exec.stream")
 }
 
-fn argv(args: &Value) -> Result<Vec<String>, String> {
+/// The `argv` of an `exec` request.
+pub(crate) fn argv(args: &Value) -> Result<Vec<String>, String> {
     let list = args
         .get("argv")
         .and_then(Value::as_array)

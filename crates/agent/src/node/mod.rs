@@ -21,6 +21,7 @@ pub mod methods;
 pub mod replies;
 pub mod runner;
 pub mod session;
+pub mod stream;
 pub mod transport;
 
 use crate::events::{EventLog, event};
@@ -64,6 +65,14 @@ pub struct Node {
     pub(crate) keepalive: Mutex<keepalive::Keepalive>,
     exec_tx: mpsc::UnboundedSender<lanes::Job>,
     exec_rx: Mutex<Option<mpsc::UnboundedReceiver<lanes::Job>>>,
+}
+
+/// The method of `request`'s replies (`console` unless it names one).
+fn reply_method(request: &Request) -> &str {
+    request
+        .reply
+        .as_ref()
+        .map_or("console", |r: &ReplyTo| r.method.as_str())
 }
 
 /// A stored request, read back to run.
@@ -385,23 +394,30 @@ impl Node {
             }
             Decision::Allow(_) if methods::at_most_once(&request.method) => {
                 let dir = runner::run_dir(&self.ctx.data_dir, &request.id);
-                let out = if state == RunState::Running {
-                    let timeout = request
-                        .method_timeout_ms
-                        .map_or(methods::DEFAULT_TIMEOUT, std::time::Duration::from_millis);
-                    json!(runner::collect(&dir, timeout).await)
-                } else {
+                let resumed = state == RunState::Running;
+                if !resumed {
                     let idc = id.to_string();
                     if !self.writer.run(move |s| s.fence(&idc)).await? {
                         return Ok(());
                     }
-                    methods::call(
-                        &self.ctx,
-                        &request,
-                        &format!("key:{}", request.from),
-                        authorizer == self.ident.hub_key,
-                    )
-                    .await
+                }
+                let out = match (request.method.as_str(), resumed) {
+                    ("exec.stream", _) => self.exec_stream(&request, resumed).await,
+                    (_, true) => {
+                        let timeout = request
+                            .method_timeout_ms
+                            .map_or(methods::DEFAULT_TIMEOUT, std::time::Duration::from_millis);
+                        json!(runner::collect(&dir, timeout).await)
+                    }
+                    _ => {
+                        methods::call(
+                            &self.ctx,
+                            &request,
+                            &format!("key:{}", request.from),
+                            authorizer == self.ident.hub_key,
+                        )
+                        .await
+                    }
                 };
                 let status = out
                     .get("status")
@@ -439,12 +455,7 @@ impl Node {
     }
 
     async fn complete(&self, request: &Request, body: Value) -> Result<()> {
-        let method = request
-            .reply
-            .as_ref()
-            .map_or("console", |r: &ReplyTo| r.method.as_str())
-            .to_string();
-        let (r, seal) = self.own_request(&method, body, Some(&request.id))?;
+        let (r, seal) = self.own_request(reply_method(request), body, Some(&request.id))?;
         let stream = self.out_stream();
         let id = request.id.clone();
         self.writer
@@ -461,6 +472,17 @@ impl Node {
                     )),
                 )
             })
+            .await?;
+        self.out_wake.notify_one();
+        Ok(())
+    }
+
+    /// Sends a reply to `request` ahead of its final one (an `exec.stream` chunk): durable
+    /// in the outbox when this returns.
+    pub(crate) async fn send_progress(&self, request: &Request, body: Value) -> Result<()> {
+        let (r, seal) = self.own_request(reply_method(request), body, Some(&request.id))?;
+        self.writer
+            .enqueue(self.out_stream(), r.id, r.expires_at_ms, seal)
             .await?;
         self.out_wake.notify_one();
         Ok(())

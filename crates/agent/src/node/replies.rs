@@ -129,11 +129,19 @@ impl Node {
                     .and_then(Value::as_str)
                     .map(str::to_string)
                     .unwrap_or_else(|| format!("{body}\n"));
+                // `file` holds one result: it starts afresh with a result's first part
+                // (a whole reply, or an `exec.stream`'s first chunk) and the other parts
+                // follow it.
+                let first_part = match body.get("chunk").and_then(Value::as_u64) {
+                    Some(n) => n == 1,
+                    None => body.get("chunks").and_then(Value::as_u64).unwrap_or(0) == 0,
+                };
+                let fresh = reply_to.method == "file" && first_part;
                 let mut f = std::fs::OpenOptions::new()
                     .create(true)
                     .write(true)
-                    .append(reply_to.method == "file.append")
-                    .truncate(reply_to.method == "file")
+                    .append(!fresh)
+                    .truncate(fresh)
                     .open(&path)
                     .with_context(|| format!("cannot write {}", path.display()))?;
                 f.write_all(text.as_bytes())?;

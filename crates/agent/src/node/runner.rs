@@ -85,6 +85,17 @@ fn read_capped(path: &Path) -> (String, bool) {
     (String::from_utf8_lossy(&buf).into_owned(), cut)
 }
 
+/// The wrapper recorded in `dir/pid` (pid and start time), if it still runs.
+pub(crate) fn wrapper(dir: &Path) -> Option<u32> {
+    let s = std::fs::read_to_string(dir.join("pid")).ok()?;
+    let mut it = s.split_whitespace();
+    let (pid, ticks) = (
+        it.next()?.parse::<u32>().ok()?,
+        it.next()?.parse::<u64>().ok()?,
+    );
+    alive(pid, ticks).then_some(pid)
+}
+
 fn finished(dir: &Path, status: &str) -> Outcome {
     let code = std::fs::read_to_string(dir.join("rc"))
         .ok()
@@ -101,7 +112,8 @@ fn finished(dir: &Path, status: &str) -> Outcome {
     }
 }
 
-fn kill_group(pgid: u32) {
+/// Kills process group `pgid` (the run's wrapper and everything it started).
+pub(crate) fn kill_group(pgid: u32) {
     if let Some(p) = rustix::process::Pid::from_raw(pgid as i32) {
         let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
     }
@@ -128,7 +140,9 @@ pub async fn run(dir: &Path, argv: &[String], timeout: Duration) -> Outcome {
     }
 }
 
-fn spawn(dir: &Path, argv: &[String]) -> Result<tokio::process::Child> {
+/// Starts `argv` detached in run directory `dir` (output in `out`/`err`, the exit status
+/// in `rc` when it ends, the wrapper's pid and start time in `pid`).
+pub(crate) fn spawn(dir: &Path, argv: &[String]) -> Result<tokio::process::Child> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let out = std::fs::File::create(dir.join("out")).context("cannot create the output file")?;
     let err = std::fs::File::create(dir.join("err")).context("cannot create the error file")?;

@@ -17,5 +17,6 @@ mod metrics;
 mod module_tools;
 mod modules_e2e;
 mod ordering;
+mod output_stream;
 mod process_setup;
 mod supervision;
