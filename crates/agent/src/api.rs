@@ -109,6 +109,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/modules", get(list_modules))
         .route("/v1/state/plan", post(plan_state))
         .route("/v1/state/apply", post(apply_state))
+        .route("/v1/state/cancel", post(cancel_apply))
         .route("/v1/modules/install", post(install_module))
         .route("/v1/modules/{name}/configure", post(configure_module))
         .route("/v1/modules/{name}/{op}", post(module_op))
@@ -511,6 +512,21 @@ async fn plan_state(
         .await
         .map(Json)
         .map_err(AppError::from)
+}
+
+/// `POST /v1/state/cancel`: stops the apply in progress (it rolls back); answers
+/// `{"cancelled": ID}`, or 409 when no apply is under way.
+async fn cancel_apply(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    match s.modules.cancel_apply(&peer.actor()) {
+        Some(id) => Ok(Json(serde_json::json!({ "cancelled": id }))),
+        None => Err(AppError(
+            StatusCode::CONFLICT,
+            "no apply is in progress".into(),
+        )),
+    }
 }
 
 /// Query of `POST /v1/state/apply`.

@@ -7,7 +7,10 @@
 //! SQLite row, `synchronous=FULL`); steps are idempotent (installing what is installed,
 //! stopping what is stopped … succeed), so re-running a half-done step is safe; one apply
 //! at a time (the module lock). Every step has a time limit through its hooks and
-//! downloads. Not yet: cancelling an apply from outside.
+//! downloads. An apply can be cancelled ([`Modules::cancel_apply`]: the `apply.cancel`
+//! method on the priority lane, `reeve state cancel` locally): the step under way is
+//! stopped (its hook or worker process killed) and counts as failed, and the apply rolls
+//! back as after any failure (a rollback itself is not cancellable).
 
 use crate::events::{event, now_ms};
 use crate::modules::Modules;
@@ -18,6 +21,18 @@ use reeve_proto::event::EventKind;
 use reeve_store::Write;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// An apply in progress, as seen from outside.
+pub(crate) struct Running {
+    /// The apply's id.
+    id: String,
+    /// Wakes the apply to stop.
+    stop: Arc<Notify>,
+    /// Who asked it to stop.
+    by: Arc<std::sync::Mutex<Option<String>>>,
+}
 
 /// The store key of the journal of the apply in progress.
 const JOURNAL_KEY: &str = "apply";
@@ -94,6 +109,18 @@ impl Modules {
             .map_err(|e| failed(format!("cannot write the apply journal: {e:#}")))
     }
 
+    /// Stops the apply in progress on behalf of `by`; returns its id, or `None` when no
+    /// apply is under way.
+    pub fn cancel_apply(&self, by: &str) -> Option<String> {
+        let running = self.running().lock().ok()?;
+        let r = running.as_ref()?;
+        if let Ok(mut b) = r.by.lock() {
+            b.get_or_insert_with(|| by.to_owned());
+        }
+        r.stop.notify_one();
+        Some(r.id.clone())
+    }
+
     async fn clear_journal(&self) {
         let _ = self.log().write(Write::DeleteKv(JOURNAL_KEY.into())).await;
     }
@@ -163,8 +190,27 @@ impl Modules {
             json!({"id": id, "steps": steps}),
         )
         .await;
+        let (stop, by) = (
+            Arc::new(Notify::new()),
+            Arc::new(std::sync::Mutex::new(None)),
+        );
+        let cancellable = RunningGuard::set(
+            self,
+            Running {
+                id: id.clone(),
+                stop: stop.clone(),
+                by: by.clone(),
+            },
+        );
         for (i, step) in steps.iter().enumerate() {
-            if let Err(e) = self.run_step(step, sup, actor, force).await {
+            let outcome = tokio::select! {
+                r = self.run_step(step, sup, actor, force) => r,
+                _ = stop.notified() => {
+                    let who = by.lock().ok().and_then(|b| b.clone()).unwrap_or_default();
+                    Err(ControlError::Failed(format!("cancelled by {who}")))
+                }
+            };
+            if let Err(e) = outcome {
                 report.failed_step = Some(step.to_string());
                 report.error = Some(e.to_string());
                 self.record(
@@ -173,6 +219,7 @@ impl Modules {
                     json!({"id": id, "step": step, "error": e.to_string()}),
                 )
                 .await;
+                drop(cancellable); // a rollback runs to its end
                 self.roll_back(&mut j, Some(step), sup, &mut report).await;
                 self.clear_journal().await;
                 return Ok(report);
@@ -303,10 +350,31 @@ impl Modules {
         }
     }
 
+    /// Records a module event.
     async fn record(&self, actor: &str, msg: String, detail: serde_json::Value) {
         let _ = self
             .log()
             .record(event(None, EventKind::Module, actor, msg, detail))
             .await;
+    }
+}
+
+/// Makes an apply cancellable for as long as it lives.
+struct RunningGuard<'a>(&'a Modules);
+
+impl<'a> RunningGuard<'a> {
+    fn set(m: &'a Modules, r: Running) -> Self {
+        if let Ok(mut slot) = m.running().lock() {
+            *slot = Some(r);
+        }
+        Self(m)
+    }
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut slot) = self.0.running().lock() {
+            *slot = None;
+        }
     }
 }

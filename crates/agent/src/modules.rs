@@ -56,6 +56,8 @@ pub struct Modules {
     cfg: Arc<AgentConfig>,
     log: EventLog,
     lock: Mutex<()>,
+    /// The apply in progress, which `cancel_apply` can stop.
+    running: std::sync::Mutex<Option<crate::apply::Running>>,
 }
 
 impl Modules {
@@ -65,12 +67,18 @@ impl Modules {
             cfg,
             log,
             lock: Mutex::new(()),
+            running: std::sync::Mutex::new(None),
         }
     }
 
     /// The event log and store (for the apply journal).
     pub(crate) fn log(&self) -> &EventLog {
         &self.log
+    }
+
+    /// The apply in progress, if any.
+    pub(crate) fn running(&self) -> &std::sync::Mutex<Option<crate::apply::Running>> {
+        &self.running
     }
 
     /// The lock held by every lifecycle operation and by a whole apply.
@@ -763,11 +771,15 @@ async fn run_hook(
         .spawn()
         .map_err(|e| failed(format!("{kind} hook {}: cannot run: {e}", exe.display())))?;
     let pid = child.id();
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+    // A hook whose apply is cancelled is dropped mid-wait: its whole group goes with it.
+    let mut group = GroupGuard(pid);
+    let waited = tokio::time::timeout(timeout, child.wait_with_output()).await;
+    if waited.is_ok() {
+        group.0 = None;
+    }
+    match waited {
         Err(_) => {
-            if let Some(p) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
-                let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
-            }
+            drop(group);
             Err(failed(format!(
                 "{kind} hook of {} timed out after {:?}",
                 manifest.name, timeout
@@ -784,6 +796,20 @@ async fn run_hook(
                 out.status,
                 tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
             )))
+        }
+    }
+}
+
+/// Kills process group `.0` when dropped (unless cleared).
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self
+            .0
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+        {
+            let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
         }
     }
 }

@@ -33,6 +33,7 @@ pub const OPEN_BY_DEFAULT: &[&str] = &[
     "service.*",
     "module.*",
     "state.apply",
+    "apply.cancel",
     "events.query",
     "logs.query",
     "ops.ps",

@@ -1,4 +1,4 @@
-//! `reeve state plan|apply`: converge this node's modules to a desired state.
+//! `reeve state plan|apply|cancel`: converge this node's modules to a desired state.
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -36,6 +36,11 @@ pub enum StateCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Stop the apply in progress: the step under way is stopped and the node rolls back
+    /// to the state before (the apply's own command reports it). From a hub:
+    /// `reeve send --to NODE apply.cancel`.
+    #[command(after_help = "Exit status: 0 cancelled, 1 no apply was in progress.")]
+    Cancel,
 }
 
 fn read_state(arg: &str) -> Result<DesiredState> {
@@ -65,6 +70,21 @@ pub async fn run(socket: impl FnOnce() -> Result<PathBuf>, cmd: StateCmd) -> Res
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+        StateCmd::Cancel => {
+            let r: Result<serde_json::Value> = c
+                .post_json("/v1/state/cancel", &serde_json::json!({}))
+                .await;
+            match r {
+                Ok(v) => {
+                    println!("cancelled {}", v["cancelled"].as_str().unwrap_or("?"));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("reeve state cancel: {e:#}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         StateCmd::Apply { state, force, json } => {
             let desired = serde_json::to_value(read_state(&state)?)?;

@@ -2,7 +2,7 @@
 //! Policy was checked before any of these run. Implemented here: `exec` (through the
 //! detached runner), `ops.ps`, `service.start|stop|restart|reload|status`, `hello`
 //! (the node's facts), `events.query`, `logs.query`, `tail`, `state.apply` (desired
-//! state, with rollback).
+//! state, with rollback), `apply.cancel` (stops the apply in progress; priority lane).
 
 use super::runner;
 use crate::service::ControlOp;
@@ -96,6 +96,10 @@ pub async fn call(ctx: &Arc<Ctx>, req: &Request, actor: &str, by_hub: bool) -> V
                 Err(e) => error(format!("{e:#}")),
             }
         }
+        "apply.cancel" => match ctx.modules.cancel_apply(actor) {
+            Some(id) => json!({ "status": "ok", "cancelled": id }),
+            None => error("no apply is in progress"),
+        },
         "state.apply" => {
             // `force` (a downgrade) only from an operator's own key, never the hub's.
             let mut args = req.args.clone();

@@ -457,3 +457,88 @@ fn a_downgrade_needs_force() {
         serde_json::from_str(&a.ok(&["module", "list", "--json"])).expect("json");
     assert_eq!(list[0]["version"], "1.0.0", "{list}");
 }
+
+#[test]
+fn a_cancelled_apply_stops_its_step_and_rolls_back() {
+    if !python3_present() {
+        eprintln!("SKIPPED: python3 is missing");
+        return;
+    }
+    let mut a = Agent::new();
+    let (reg_dir, keys) = publish_example_with_keys(a.dir.path());
+    // Version 2.0.0 whose configure hook announces itself, then waits a minute for a
+    // child of its own.
+    let marker = a.dir.path().join("v2-configuring");
+    let sleeper = a.dir.path().join("sleeper.pid");
+    publish_v2(
+        a.dir.path(),
+        &reg_dir,
+        &keys.secret,
+        &format!(
+            "#!/bin/sh\nsleep 60 &\necho $! > {}\ntouch {}\nwait\n",
+            sleeper.display(),
+            marker.display()
+        ),
+    );
+    let reg = serve(&reg_dir);
+    let keydir = a.dir.path().join("trusted-keys");
+    start_agent(&mut a, &reg.url, &keydir);
+    let p1 = free_port();
+    let s1 = format!(
+        r#"{{"modules": [{{"name": "my-server", "version": "1.0.0", "config": {{"port": {p1}, "message": "one"}}}}]}}"#
+    );
+    a.ok(&["state", "apply", "--state", &s1]);
+    // Nothing to cancel yet.
+    let none = a.cli(&["state", "cancel"]);
+    assert_eq!(none.status.code(), Some(1), "{none:?}");
+
+    let p2 = free_port();
+    let s2 = format!(
+        r#"{{"modules": [{{"name": "my-server", "version": "2.0.0", "config": {{"port": {p2}}}}}]}}"#
+    );
+    let report = a.dir.path().join("report.json");
+    let mut apply = Command::new(crate::helper::reeve_bin())
+        .args(["state", "apply", "--json", "--state", &s2])
+        .env("XDG_RUNTIME_DIR", a.dir.path().join("rt"))
+        .stdout(std::fs::File::create(&report).expect("report"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("apply");
+    wait_for(T, "v2's configure hook running", || {
+        marker.exists().then_some(())
+    });
+    let out = a.ok(&["state", "cancel"]);
+    assert!(out.starts_with("cancelled apply-"), "{out}");
+    // The apply ends long before its hook would have (rolled back: exit status 3).
+    let status = wait_for(T, "the apply's end", || apply.try_wait().ok().flatten());
+    assert_eq!(status.code(), Some(3));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    assert_eq!(r["outcome"], "rolled_back", "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("cancelled by")),
+        "{r}"
+    );
+    // The hook's whole process group went with it (its child too).
+    let pid = std::fs::read_to_string(&sleeper).expect("pid");
+    let stat = format!("/proc/{}/stat", pid.trim());
+    wait_for(T, "the hook's child gone", || {
+        let gone = std::fs::read_to_string(&stat).map_or(true, |s| s.contains(") Z "));
+        gone.then_some(())
+    });
+    // The hook's whole process group went with it (its child too).
+    let pid = std::fs::read_to_string(&sleeper).expect("pid");
+    let stat = format!("/proc/{}/stat", pid.trim());
+    wait_for(T, "the hook's child gone", || {
+        let gone = std::fs::read_to_string(&stat).map_or(true, |s| s.contains(") Z "));
+        gone.then_some(())
+    });
+    let body = wait_for(T, "v1 back", || http_get(p1).filter(|b| b.contains("200")));
+    assert!(body.contains("one"), "{body}");
+    assert!(
+        a.ok(&["events"]).contains("cancelled by"),
+        "the cancel is in the audit trail"
+    );
+}
