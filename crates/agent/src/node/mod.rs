@@ -386,12 +386,12 @@ impl Node {
             self.writer.run(move |s| s.complete(&idc, None)).await?;
             return Ok(());
         }
-        let reply = match self.policy.decide(&request.method, &authorizer) {
-            Decision::Refuse(why) => {
-                self.audit(&request, &authorizer, "refused", json!({"reason": why}))
-                    .await;
-                json!({"status": "refused", "error": why})
-            }
+        // What to reply, and what the audit trail says about it.
+        let (reply, audit) = match self.policy.decide(&request.method, &authorizer) {
+            Decision::Refuse(why) => (
+                json!({"status": "refused", "error": why}),
+                json!({"reason": why}),
+            ),
             Decision::Allow(_) if methods::at_most_once(&request.method) => {
                 let dir = runner::run_dir(&self.ctx.data_dir, &request.id);
                 let resumed = state == RunState::Running;
@@ -409,49 +409,35 @@ impl Node {
                             .map_or(methods::DEFAULT_TIMEOUT, std::time::Duration::from_millis);
                         json!(runner::collect(&dir, timeout).await)
                     }
-                    _ => {
-                        methods::call(
-                            &self.ctx,
-                            &request,
-                            &format!("key:{}", request.from),
-                            authorizer == self.ident.hub_key,
-                        )
-                        .await
-                    }
+                    _ => self.call(&request, &authorizer).await,
                 };
-                let status = out
-                    .get("status")
-                    .and_then(Value::as_str)
-                    .unwrap_or("?")
-                    .to_string();
-                self.audit(
-                    &request,
-                    &authorizer,
-                    &status,
-                    json!({"exit_code": out.get("exit_code")}),
-                )
-                .await;
-                out
+                let detail = json!({"exit_code": out.get("exit_code")});
+                (out, detail)
             }
-            Decision::Allow(_) => {
-                let out = methods::call(
-                    &self.ctx,
-                    &request,
-                    &format!("key:{}", request.from),
-                    authorizer == self.ident.hub_key,
-                )
-                .await;
-                let status = out
-                    .get("status")
-                    .and_then(Value::as_str)
-                    .unwrap_or("?")
-                    .to_string();
-                self.audit(&request, &authorizer, &status, Value::Null)
-                    .await;
-                out
-            }
+            Decision::Allow(_) => (self.call(&request, &authorizer).await, Value::Null),
         };
-        self.complete(&request, reply).await
+        let outcome = match reply.get("status").and_then(Value::as_str) {
+            Some(s) => s.to_string(),
+            None => "?".into(),
+        };
+        // The audit record and the reply's commit are independent: neither waits for the
+        // other's fsync.
+        let (_, done) = tokio::join!(
+            self.audit(&request, &authorizer, &outcome, audit),
+            self.complete(&request, reply)
+        );
+        done
+    }
+
+    /// Runs an allowed method (not at most once: those are fenced first).
+    async fn call(&self, request: &Request, authorizer: &PublicKey) -> Value {
+        methods::call(
+            &self.ctx,
+            request,
+            &format!("key:{}", request.from),
+            *authorizer == self.ident.hub_key,
+        )
+        .await
     }
 
     async fn complete(&self, request: &Request, body: Value) -> Result<()> {

@@ -13,8 +13,16 @@ use std::time::Duration;
 /// Output kept per stream in a reply.
 pub const MAX_OUTPUT: usize = 256 * 1024;
 
-const WRAPPER: &str =
-    r#""$@"; rc=$?; echo "$rc" > "$REEVE_RC.tmp" && mv "$REEVE_RC.tmp" "$REEVE_RC""#;
+/// The wrapper: runs the command, then writes its exit status (shell builtins only: no
+/// process after the command's). A status file caught mid-write reads as no status yet.
+const WRAPPER: &str = r#""$@"; echo "$?" > "$REEVE_RC""#;
+
+/// The exit status the wrapper wrote in `dir`, once it is complete.
+pub(crate) fn exit_status(dir: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(dir.join("rc")).ok()?;
+    let line = text.strip_suffix('\n')?;
+    line.parse().ok()
+}
 
 /// How a run ended.
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -97,9 +105,7 @@ pub(crate) fn wrapper(dir: &Path) -> Option<u32> {
 }
 
 fn finished(dir: &Path, status: &str) -> Outcome {
-    let code = std::fs::read_to_string(dir.join("rc"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
+    let code = exit_status(dir);
     let (stdout, c1) = read_capped(&dir.join("out"));
     let (stderr, c2) = read_capped(&dir.join("err"));
     Outcome {
@@ -172,7 +178,7 @@ pub(crate) fn spawn(dir: &Path, argv: &[String]) -> Result<tokio::process::Child
 pub async fn collect(dir: &Path, timeout: Duration) -> Outcome {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if dir.join("rc").exists() {
+        if exit_status(dir).is_some() {
             return finished(dir, "ok");
         }
         let pid = std::fs::read_to_string(dir.join("pid")).ok().and_then(|s| {
@@ -185,7 +191,7 @@ pub async fn collect(dir: &Path, timeout: Duration) -> Outcome {
         let running = pid.is_some_and(|(p, t)| alive(p, t));
         if !running {
             // One more look: the status may have landed just as the wrapper exited.
-            if dir.join("rc").exists() {
+            if exit_status(dir).is_some() {
                 return finished(dir, "ok");
             }
             let mut o = finished(dir, "interrupted");

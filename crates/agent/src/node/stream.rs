@@ -101,7 +101,7 @@ impl Node {
                 Some(c) => tokio::time::timeout(TICK, c.wait()).await.is_ok(),
                 None => {
                     tokio::time::sleep(TICK).await;
-                    dir.join("rc").exists() || runner::wrapper(&dir).is_none()
+                    runner::exit_status(&dir).is_some() || runner::wrapper(&dir).is_none()
                 }
             };
             if !ended && tokio::time::Instant::now() >= deadline {
@@ -167,9 +167,7 @@ impl Node {
 
     /// The final reply: the run's status and exit code, with the output no chunk carried.
     fn stream_outcome(&self, dir: &Path, sent: Streamed, timed_out: bool, resumed: bool) -> Value {
-        let code = std::fs::read_to_string(dir.join("rc"))
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok());
+        let code = runner::exit_status(dir);
         let rest = |name: &str, from: u64| {
             String::from_utf8_lossy(&read_from(&dir.join(name), from, runner::MAX_OUTPUT, false))
                 .into_owned()
