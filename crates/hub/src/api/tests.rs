@@ -1,0 +1,283 @@
+//! The API's handlers against a real hub store, through the router.
+
+use super::*;
+use axum::body::Body;
+use tower::ServiceExt;
+
+const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    hub: Arc<Hub>,
+    app: Router,
+    token: String,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hub = Hub::open(dir.path()).expect("hub");
+    let token = crate::admin::add_operator(dir.path(), "alice", "viewer", None).expect("operator");
+    let app = router(hub.clone(), true);
+    Fixture {
+        _dir: dir,
+        hub,
+        app,
+        token,
+    }
+}
+
+async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+) -> (StatusCode, HeaderMap, serde_json::Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::empty()).expect("request"))
+        .await
+        .expect("answer");
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 24).await.expect("body");
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (parts.status, parts.headers, json)
+}
+
+/// The (method, path) pairs the document describes.
+fn documented() -> Vec<(String, String)> {
+    let doc = serde_json::to_value(crate::openapi::document()).expect("json");
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for m in item.as_object().expect("item").keys() {
+            out.push((m.to_uppercase(), path.clone()));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_route_is_in_the_document_and_every_documented_route_answers() {
+    let f = fixture();
+    let doc = documented();
+    assert!(doc.len() >= 14, "{doc:?}");
+    for (m, p) in &doc {
+        let uri = p.replace("{name}", "n1").replace("{id}", "x");
+        let (status, ..) = call(&f.app, m, &uri, None).await;
+        assert!(
+            status != StatusCode::NOT_FOUND || p.contains('{'),
+            "{m} {p} is documented but not routed"
+        );
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{m} {p}");
+        // Every other method on a documented path is absent from the router too.
+        for other in METHODS {
+            if !doc.iter().any(|(m2, p2)| m2 == other && p2 == p) {
+                let (status, ..) = call(&f.app, other, &uri, None).await;
+                assert_eq!(
+                    status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{other} {p} is routed but not documented"
+                );
+            }
+        }
+    }
+    // Routes added outside the documented list: only these, which are not the API.
+    let src = include_str!("../api.rs");
+    let extra: Vec<&str> = src
+        .match_indices(concat!(".route", "(\""))
+        .map(|(i, pat)| {
+            let rest = &src[i + pat.len()..];
+            &rest[..rest.find('"').expect("end of path")]
+        })
+        .collect();
+    assert_eq!(
+        extra,
+        vec!["/relay"],
+        "document these routes (routes!) or list them here"
+    );
+    assert!(
+        doc.iter()
+            .all(|(_, p)| p.starts_with("/api/v1/") || p == "/metrics")
+    );
+}
+
+#[test]
+fn the_document_has_the_bearer_scheme_and_public_routes_need_none() {
+    let doc = serde_json::to_value(crate::openapi::document()).expect("json");
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(doc["security"][0]["bearer"], serde_json::json!([]));
+    for p in [
+        "/api/v1/health",
+        "/api/v1/join",
+        "/api/v1/openapi.json",
+        "/metrics",
+    ] {
+        let op = doc["paths"][p]
+            .as_object()
+            .and_then(|o| o.values().next())
+            .expect(p);
+        assert_eq!(op["security"], serde_json::json!([{}]), "{p}");
+    }
+    let served: serde_json::Value =
+        serde_json::from_str(crate::openapi::json()).expect("served json");
+    assert_eq!(served, doc);
+}
+
+#[tokio::test]
+async fn me_nodes_filters_total_count_and_message_paging() {
+    let f = fixture();
+    let (status, _, body) = call(&f.app, "GET", "/api/v1/me", Some(&f.token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, serde_json::json!({"name": "alice", "role": "viewer"}));
+    let (status, ..) = call(&f.app, "GET", "/api/v1/me", Some("rvo_nope")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    f.hub
+        .writer
+        .run(|s| {
+            for (i, n) in ["a_1", "ab", "b", "c"].iter().enumerate() {
+                s.conn()
+                    .execute(
+                        "INSERT INTO hub_nodes (name, key, enrolled_ms) VALUES (?1, ?2, 1)",
+                        params![n, format!("k{i}")],
+                    )
+                    .map_err(sql("node"))?;
+                for j in 0..3 {
+                    s.conn()
+                        .execute(
+                            "INSERT INTO hub_messages (id, node, seq, method, sender, state, created_ms, expires_at_ms)
+                             VALUES (?1, ?2, ?3, 'm', 'alice', 'accepted', ?3, 9)",
+                            params![format!("{n}-{j}"), n, (i * 10 + j) as i64],
+                        )
+                        .map_err(sql("message"))?;
+                }
+            }
+            db::record_facts(s.conn(), "b", "{\"os\":\"linux\"}", 42).map_err(sql("facts"))?;
+            Ok(())
+        })
+        .await
+        .expect("rows");
+    for name in ["ab", "c"] {
+        f.hub.live.lock().expect("live").insert(
+            name.into(),
+            Arc::new(crate::Live {
+                conn_id: 1,
+                wake: Default::default(),
+                probe: Default::default(),
+                kick: Default::default(),
+                removed: Default::default(),
+                probe_nonce: 0.into(),
+                pong_nonce: 0.into(),
+            }),
+        );
+    }
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .expect("list")
+            .iter()
+            .map(|n| n["name"].as_str().expect("name").to_string())
+            .collect()
+    };
+    let total = |h: &HeaderMap| -> u64 {
+        h["x-total-count"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("number")
+    };
+    let t = Some(f.token.as_str());
+    let (_, h, body) = call(&f.app, "GET", "/api/v1/nodes?limit=2", t).await;
+    assert_eq!(
+        (names(&body), total(&h)),
+        (vec!["a_1".into(), "ab".into()], 4)
+    );
+    let (_, h, body) = call(&f.app, "GET", "/api/v1/nodes?online=true", t).await;
+    assert_eq!(
+        (names(&body), total(&h)),
+        (vec!["ab".into(), "c".into()], 2)
+    );
+    assert_eq!(body[0]["online"], true);
+    let (_, h, body) = call(&f.app, "GET", "/api/v1/nodes?online=false&offset=1", t).await;
+    assert_eq!((names(&body), total(&h)), (vec!["b".into()], 2));
+    assert_eq!(body[0]["facts"]["os"], "linux");
+    assert_eq!(body[0]["facts_ms"], 42);
+    // `_` is a literal in a search, not a wildcard.
+    let (_, h, body) = call(&f.app, "GET", "/api/v1/nodes?search=_", t).await;
+    assert_eq!((names(&body), total(&h)), (vec!["a_1".into()], 1));
+    let (status, _, body) = call(&f.app, "GET", "/api/v1/nodes?online=maybe", t).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].is_string(), "{body}");
+
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .expect("list")
+            .iter()
+            .map(|m| m["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    let (_, _, body) = call(&f.app, "GET", "/api/v1/messages?node=ab&limit=2", t).await;
+    assert_eq!(ids(&body), vec!["ab-2", "ab-1"]);
+    let (_, _, body) = call(&f.app, "GET", "/api/v1/messages?node=ab&offset=2", t).await;
+    assert_eq!(ids(&body), vec!["ab-0"]);
+    let (_, _, body) = call(&f.app, "GET", "/api/v1/messages?state=replied", t).await;
+    assert_eq!(ids(&body), Vec::<String>::new());
+    let (status, ..) = call(&f.app, "GET", "/api/v1/messages?state=lost", t).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_need_no_token() {
+    let f = fixture();
+    let t = Some(f.token.as_str());
+    call(&f.app, "GET", "/api/v1/nodes/zz", t).await;
+    call(&f.app, "GET", "/api/v1/nodes", None).await;
+    let resp = f
+        .app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/metrics")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = String::from_utf8(
+        axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body")
+            .to_vec(),
+    )
+    .expect("utf-8");
+    assert!(
+        text.contains(
+            "reeve_hub_api_requests_total{method=\"GET\",route=\"/api/v1/nodes/{name}\",status=\"404\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "reeve_hub_api_requests_total{method=\"GET\",route=\"/api/v1/nodes\",status=\"401\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("reeve_hub_nodes_enrolled 0\n"), "{text}");
+    assert!(
+        text.contains("reeve_hub_messages{state=\"expired\"} 0\n"),
+        "{text}"
+    );
+}
