@@ -145,6 +145,15 @@ impl Outgoing {
         Ok(Some(t))
     }
 
+    /// When a retransmission falls due next (ms since the epoch), if anything is in flight:
+    /// a link with nothing in flight needs no timer.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.lanes
+            .iter()
+            .filter_map(|(_, w)| w.next_deadline())
+            .min()
+    }
+
     /// The link came back: retransmit what is in flight at once.
     pub fn on_reconnect(&mut self) {
         for (_, w) in &mut self.lanes {

@@ -90,6 +90,15 @@ impl Keepalive {
         Action::Wait
     }
 
+    /// When [`Keepalive::tick`] has something to do next, given when this side last sent
+    /// anything: the answer to a pending ping falls due, or the idle interval ends.
+    pub fn next_check(&self, last_sent: Instant) -> Instant {
+        match self.ping_sent {
+            Some(at) => at + self.pong_wait + Duration::from_millis(1),
+            None => last_sent + self.interval,
+        }
+    }
+
     /// Anything arrived from the hub: a pending ping is answered, and the path kept its
     /// mapping for a whole interval, so the next may be longer.
     pub fn on_frame(&mut self) {
@@ -102,6 +111,19 @@ impl Keepalive {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_check_is_exactly_when_tick_has_work() {
+        let mut k = Keepalive::default();
+        let t0 = Instant::now();
+        let at = k.next_check(t0);
+        assert_eq!(at, t0 + MIN);
+        assert_eq!(k.tick(at - Duration::from_millis(1), t0), Action::Wait);
+        assert_eq!(k.tick(at, t0), Action::Ping);
+        let dead_at = k.next_check(at);
+        assert_eq!(k.tick(dead_at - Duration::from_millis(2), at), Action::Wait);
+        assert_eq!(k.tick(dead_at, at), Action::Dead);
+    }
 
     #[test]
     fn grows_while_answered_shrinks_and_caps_after_a_silent_drop() {

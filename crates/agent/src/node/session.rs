@@ -114,7 +114,6 @@ type Arrival = Result<(StreamId, u64), WriterError>;
 async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
     let mut out = Outgoing::new(node.out_stream(), node.writer.clone(), WINDOW, RTO_MS);
     out.on_reconnect();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_sent = Instant::now();
     let mut push = true;
     let mut arrivals: Pipeline<Arrival> = Pipeline::new();
@@ -174,7 +173,7 @@ async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
             }
             _ = node.out_wake.notified() => push = true,
             _ = node.leave_now.notified() => return Ok(()),
-            _ = tick.tick() => {
+            _ = tokio::time::sleep_until(next_wake(node, &out, last_sent).into()) => {
                 push = true;
                 if node.has_left() {
                     return Ok(());
@@ -196,6 +195,24 @@ async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
             }
         }
     }
+}
+
+/// Sleep at most this long with nothing to do (a safety net: every enqueue wakes the link).
+const IDLE_POLL: Duration = Duration::from_secs(60);
+
+/// When the link has timed work next: the keepalive's next check or a retransmission
+/// falling due, whichever is first (an idle link sleeps through, instead of waking every
+/// second).
+fn next_wake(node: &Node, out: &Outgoing, last_sent: Instant) -> Instant {
+    let now = Instant::now();
+    let mut at = now + IDLE_POLL;
+    if let Ok(k) = node.keepalive.lock() {
+        at = at.min(k.next_check(last_sent));
+    }
+    if let Some(due) = out.next_deadline() {
+        at = at.min(now + Duration::from_millis(due.saturating_sub(super::local_ms())));
+    }
+    at
 }
 
 /// One envelope of the hub's stream: verified here, then queued to the store. What it
