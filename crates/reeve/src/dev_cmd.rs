@@ -205,7 +205,7 @@ pub async fn run(a: DevArgs) -> Result<ExitCode> {
         std::fs::write(
             &policy,
             format!(
-                "# reeve dev: the dev operator may run commands here (exec is off by default).\n[keys]\ndev = \"{}\"\n\n[methods]\n\"exec\" = [\"dev\"]\n",
+                "# reeve dev: the dev operator may run commands here (exec is off by default).\n[keys]\ndev = \"{}\"\n\n[methods]\n\"exec\" = [\"dev\"]\n\"exec.stream\" = [\"dev\"]\n",
                 op.public().to_base64()
             ),
         )?;
