@@ -4,6 +4,7 @@
 //! ```toml
 //! [keys]                     # named keys (operators, peers); the hub is "hub"
 //! alice = "BASE64-PUBLIC-KEY"
+//! bob = ["NEW-KEY", "OLD-KEY"] # while a key is rotated: either signs as bob
 //! hub = "BASE64-PUBLIC-KEY"
 //!
 //! [roles]
@@ -44,13 +45,21 @@ pub const OPEN_BY_DEFAULT: &[&str] = &[
 #[serde(deny_unknown_fields)]
 struct Raw {
     #[serde(default)]
-    keys: BTreeMap<String, String>,
+    keys: BTreeMap<String, KeyList>,
     #[serde(default)]
     roles: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     methods: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     revoked: RawRevoked,
+}
+
+/// One key, or several (the overlap of a key rotation).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum KeyList {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize, Default)]
@@ -77,7 +86,7 @@ pub enum Decision {
 /// A checked policy.
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
-    keys: BTreeMap<String, PublicKey>,
+    keys: BTreeMap<String, Vec<PublicKey>>,
     roles: BTreeMap<String, Vec<String>>,
     methods: BTreeMap<String, Vec<String>>,
     revoked: Vec<PublicKey>,
@@ -89,13 +98,22 @@ impl Policy {
         let raw: Raw = toml::from_str(text).map_err(|e| PolicyError(vec![e.to_string()]))?;
         let mut errors = Vec::new();
         let mut keys = BTreeMap::new();
-        for (name, k) in raw.keys {
-            match PublicKey::from_base64(&k) {
-                Ok(p) => {
-                    keys.insert(name, p);
-                }
-                Err(e) => errors.push(format!("keys.{name}: {e}")),
+        for (name, list) in raw.keys {
+            let list = match list {
+                KeyList::One(k) => vec![k],
+                KeyList::Many(ks) => ks,
+            };
+            if list.is_empty() {
+                errors.push(format!("keys.{name}: no key"));
             }
+            let mut parsed = Vec::new();
+            for k in list {
+                match PublicKey::from_base64(&k) {
+                    Ok(p) => parsed.push(p),
+                    Err(e) => errors.push(format!("keys.{name}: {e}")),
+                }
+            }
+            keys.insert(name, parsed);
         }
         for (role, members) in &raw.roles {
             for m in members {
@@ -135,7 +153,9 @@ impl Policy {
 
     /// Names `key` (the agent names its pinned hub key "hub"); an existing name is kept.
     pub fn with_key(mut self, name: &str, key: PublicKey) -> Self {
-        self.keys.entry(name.to_string()).or_insert(key);
+        self.keys
+            .entry(name.to_string())
+            .or_insert_with(|| vec![key]);
         self
     }
 
@@ -148,7 +168,7 @@ impl Policy {
     pub fn name_of(&self, key: &PublicKey) -> Option<&str> {
         self.keys
             .iter()
-            .find(|(_, k)| *k == key)
+            .find(|(_, ks)| ks.contains(key))
             .map(|(n, _)| n.as_str())
     }
 
@@ -210,6 +230,29 @@ impl Policy {
 mod tests {
     use super::*;
     use crate::keys::KeyPair;
+
+    #[test]
+    fn a_name_may_hold_several_keys_while_one_is_rotated() {
+        let (new, old, other) = (
+            KeyPair::generate().expect("k"),
+            KeyPair::generate().expect("k"),
+            KeyPair::generate().expect("k"),
+        );
+        let text = format!(
+            "[keys]\nalice = [\"{}\", \"{}\"]\n[methods]\n\"exec\" = [\"alice\"]\n",
+            new.public().to_base64(),
+            old.public().to_base64()
+        );
+        let p = Policy::parse(&text).expect("policy");
+        for k in [&new, &old] {
+            assert_eq!(p.name_of(&k.public()), Some("alice"));
+            assert!(matches!(p.decide("exec", &k.public()), Decision::Allow(_)));
+        }
+        assert!(!p.knows(&other.public()));
+        // An empty list and a bad entry are errors, like a bad single key.
+        let bad = Policy::parse("[keys]\nalice = []\nbob = [\"nope\"]\n").expect_err("bad");
+        assert_eq!(bad.0.len(), 2, "{bad}");
+    }
 
     #[test]
     fn defaults_rules_roles_and_revocation() {

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use base64::Engine;
 use reeve_delivery::join::JoinToken;
 use reeve_delivery::keys::PublicKey;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 
 fn open(dir: &Path) -> Result<Connection> {
@@ -83,11 +83,64 @@ pub fn add_operator(dir: &Path, name: &str, role: &str, key: Option<&str>) -> Re
     Ok(token)
 }
 
-/// Removes operator `name` (their token stops working at once).
+/// Removes operator `name` (their token and every key of theirs stop working at once).
 pub fn remove_operator(dir: &Path, name: &str) -> Result<()> {
     let c = open(dir)?;
     if c.execute("DELETE FROM hub_operators WHERE name = ?1", params![name])? == 0 {
         bail!("no operator named {name:?}");
     }
+    c.execute(
+        "DELETE FROM hub_operator_keys WHERE name = ?1",
+        params![name],
+    )?;
     Ok(())
+}
+
+/// Rotates operator `name` to `new_key` (base64): from now on it signs their requests, and
+/// their current key still does for `overlap` (requests already signed and scripts not
+/// yet switched keep working), then no more. Their API token stays. Returns when the old
+/// key stops working (ms since the epoch).
+pub fn rotate_operator_key(
+    dir: &Path,
+    name: &str,
+    new_key: &str,
+    overlap: std::time::Duration,
+) -> Result<u64> {
+    PublicKey::from_base64(new_key).with_context(|| format!("{new_key:?} is not a public key"))?;
+    let mut c = open(dir)?;
+    let tx = c.transaction()?;
+    let old: Option<Option<String>> = tx
+        .query_row(
+            "SELECT key FROM hub_operators WHERE name = ?1",
+            params![name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let old = match old {
+        None => bail!("no operator named {name:?}"),
+        Some(None) => bail!(
+            "operator {name:?} has no key to rotate: give them one with `reeve hub operator add {name} --key FILE`"
+        ),
+        Some(Some(k)) => k,
+    };
+    if old == new_key {
+        bail!("that is already {name}'s key");
+    }
+    let until = now_ms().saturating_add(overlap.as_millis() as u64);
+    tx.execute(
+        "INSERT INTO hub_operator_keys (name, key, until_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT(name, key) DO UPDATE SET until_ms = ?3",
+        params![name, old, until as i64],
+    )?;
+    // A key rotated back to is current again, not also a retired one.
+    tx.execute(
+        "DELETE FROM hub_operator_keys WHERE name = ?1 AND key = ?2",
+        params![name, new_key],
+    )?;
+    tx.execute(
+        "UPDATE hub_operators SET key = ?2 WHERE name = ?1",
+        params![name, new_key],
+    )?;
+    tx.commit().context("cannot store the new key")?;
+    Ok(until)
 }

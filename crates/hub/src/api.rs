@@ -570,9 +570,16 @@ async fn send(
             format!("operator {} has no registered key to sign with", op.name),
         ));
     };
-    // Check everything before accepting anything.
+    // Check everything before accepting anything. Besides their key, a key the operator
+    // rotated away from signs until its overlap window closes.
+    let now = crate::now_ms();
     for a in &b.requests {
-        if a.signer.to_base64() != op_key {
+        let signer = a.signer.to_base64();
+        let may = signer == op_key
+            || hub
+                .read(|c| db::operator_may_sign(c, &op.name, &signer, now))
+                .map_err(internal)?;
+        if !may {
             return Err(ApiError(
                 StatusCode::FORBIDDEN,
                 format!(

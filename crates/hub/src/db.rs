@@ -21,6 +21,8 @@ CREATE TABLE IF NOT EXISTS hub_tokens (
 CREATE TABLE IF NOT EXISTS hub_operators (
     name TEXT PRIMARY KEY, role TEXT NOT NULL, key TEXT, token_digest TEXT UNIQUE,
     created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS hub_operator_keys (
+    name TEXT NOT NULL, key TEXT NOT NULL, until_ms INTEGER NOT NULL, PRIMARY KEY (name, key));
 CREATE TABLE IF NOT EXISTS hub_messages (
     id TEXT PRIMARY KEY, node TEXT NOT NULL, lane TEXT NOT NULL DEFAULT 'ordered',
     seq INTEGER, method TEXT NOT NULL,
@@ -363,6 +365,21 @@ pub fn operator_by_token(c: &Connection, token: &str) -> Result<Option<Operator>
     )
     .optional()
     .context("cannot read operators")
+}
+
+/// May operator `name` sign with `key` (base64) at `now_ms`: their current key, or one they
+/// rotated away from whose overlap window is still open?
+pub fn operator_may_sign(c: &Connection, name: &str, key: &str, now_ms: u64) -> Result<bool> {
+    let n: i64 = c
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM hub_operators WHERE name = ?1 AND key = ?2)
+                  + (SELECT COUNT(*) FROM hub_operator_keys
+                     WHERE name = ?1 AND key = ?2 AND until_ms > ?3)",
+            params![name, key, now_ms as i64],
+            |r| r.get(0),
+        )
+        .context("cannot read operator keys")?;
+    Ok(n > 0)
 }
 
 /// The operator holding `key`.

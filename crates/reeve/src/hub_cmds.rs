@@ -134,6 +134,26 @@ pub enum OperatorCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Rotate an operator's signing key: the new key signs from now on, the current one
+    /// still does for the overlap window, then no more. Their API token stays.
+    #[command(
+        after_help = "Example: reeve key create alice-2026 && reeve hub operator rotate-key alice --key alice-2026.pub --overlap 7d\n\nNodes decide on their own keys: list the new key beside the old one in each node's policy ([keys] alice = [\"NEW\", \"OLD\"]) for the overlap, then drop the old one."
+    )]
+    RotateKey {
+        #[command(flatten)]
+        dir: DirArg,
+        /// The operator's name.
+        name: String,
+        /// Their new public key file (NAME.pub from `reeve key create`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// How long the current key keeps working.
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        overlap: std::time::Duration,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove an operator (their token stops working at once).
     Remove {
         #[command(flatten)]
@@ -261,6 +281,34 @@ pub async fn run(cmd: HubCmd) -> Result<ExitCode> {
                 if let Some(old) = &s.replaced {
                     eprintln!("the previous data directory is kept as {}", old.display());
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(HubSub::Operator(OperatorCmd::RotateKey {
+            dir,
+            name,
+            key,
+            overlap,
+            json,
+        })) => {
+            let key = crate::key_cmds::read_public(&key)?.to_base64();
+            let until = reeve_hub::admin::rotate_operator_key(
+                &default_data_dir(dir.data_dir),
+                &name,
+                &key,
+                overlap,
+            )?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"name": name, "key": key, "old_key_until_ms": until})
+                );
+            } else {
+                eprintln!(
+                    "{name} now signs with {}; the previous key works for {} more",
+                    reeve_delivery::keys::PublicKey::from_base64(&key)?.fingerprint(),
+                    humantime::format_duration(overlap)
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
