@@ -28,7 +28,29 @@ pub struct Ctx {
     pub node: String,
     /// Modules and desired state.
     pub modules: Arc<crate::modules::Modules>,
+    /// Requests running now, by id (`ops.ps` lists them).
+    pub running: std::sync::Mutex<std::collections::BTreeMap<String, Value>>,
 }
+
+/// The methods this node answers (`ops.ps` lists them).
+pub const METHODS: &[&str] = &[
+    "exec",
+    "exec.stream",
+    "tail",
+    "http.get",
+    "hello",
+    "ops.ps",
+    "events.query",
+    "logs.query",
+    "service.start",
+    "service.stop",
+    "service.restart",
+    "service.reload",
+    "service.action",
+    "service.status",
+    "state.apply",
+    "apply.cancel",
+];
 
 /// An error reply.
 pub fn error(msg: impl Into<String>) -> Value {
@@ -71,7 +93,14 @@ pub async fn call(ctx: &Arc<Ctx>, req: &Request, actor: &str, by_hub: bool) -> V
             }
             Err(e) => error(e),
         },
-        "ops.ps" => json!({ "status": "ok", "services": ctx.sup.list() }),
+        "ops.ps" => {
+            let running: Vec<Value> = ctx
+                .running
+                .lock()
+                .map(|r| r.values().cloned().collect())
+                .unwrap_or_default();
+            json!({ "status": "ok", "services": ctx.sup.list(), "methods": METHODS, "running": running })
+        }
         "hello" => json!({ "status": "ok", "facts": facts(ctx) }),
         "events.query" => {
             let q = reeve_store::EventQuery {

@@ -67,6 +67,26 @@ pub struct Node {
     exec_rx: Mutex<Option<mpsc::UnboundedReceiver<lanes::Job>>>,
 }
 
+/// A request in `ops.ps`'s list for as long as this lives.
+struct Listed<'a>(&'a methods::Ctx, String);
+
+impl<'a> Listed<'a> {
+    fn new(ctx: &'a methods::Ctx, id: &str, entry: Value) -> Self {
+        if let Ok(mut r) = ctx.running.lock() {
+            r.insert(id.to_string(), entry);
+        }
+        Self(ctx, id.to_string())
+    }
+}
+
+impl Drop for Listed<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.0.running.lock() {
+            r.remove(&self.1);
+        }
+    }
+}
+
 /// The method of `request`'s replies (`console` unless it names one).
 fn reply_method(request: &Request) -> &str {
     request
@@ -131,6 +151,7 @@ impl Node {
             data_dir: data_dir.to_path_buf(),
             node: ident.file.name.clone(),
             modules,
+            running: Default::default(),
         });
         Ok(Some(Arc::new(Self {
             ident,
@@ -386,6 +407,17 @@ impl Node {
             self.writer.run(move |s| s.complete(&idc, None)).await?;
             return Ok(());
         }
+        // Listed by `ops.ps` while it runs.
+        let _listed = Listed::new(
+            &self.ctx,
+            &request.id,
+            json!({
+                "id": request.id,
+                "method": request.method,
+                "from": request.from,
+                "started_ms": local_ms(),
+            }),
+        );
         // What to reply, and what the audit trail says about it.
         let (reply, audit) = match self.policy.decide(&request.method, &authorizer) {
             Decision::Refuse(why) => (

@@ -52,6 +52,20 @@ fn control_and_unordered_messages_pass_a_command_that_holds_the_ordered_lane() {
     // A status query takes the priority lane: answered while the holder runs.
     let ps = send(&hub, &alice, &["--to", "n1", "--wait", "20s", "ops.ps"]);
     assert_eq!(ps["reply"]["status"], "ok", "{ps}");
+    // ...and lists what runs now: the holder (and itself).
+    let running = ps["reply"]["running"].as_array().expect("running");
+    assert!(
+        running
+            .iter()
+            .any(|r| r["id"] == holder.as_str() && r["method"] == "exec"),
+        "{ps}"
+    );
+    assert!(
+        ps["reply"]["methods"]
+            .as_array()
+            .is_some_and(|m| m.len() > 10),
+        "{ps}"
+    );
     let shown = hub.json_any(&alice, &["messages", "show", &holder]);
     assert_eq!(shown["state"], "delivered", "still running: {shown}");
     assert_eq!(shown["lane"], "ordered", "{shown}");
