@@ -115,6 +115,10 @@ pub struct SendArgs {
     /// lane.
     #[arg(long)]
     pub unordered: bool,
+    /// tail: keep sending what is appended to the file until --method-timeout (default
+    /// 60 s), shown as it comes.
+    #[arg(long)]
+    pub follow: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -143,6 +147,9 @@ fn method_args(a: &SendArgs) -> Result<Value> {
             [name] => json!({ "name": name }),
             _ => bail!("{m} needs one service name"),
         },
+        "tail" if a.follow => {
+            json!({ "path": w.first().context("tail needs a file")?, "follow": true })
+        }
         "tail" => json!({ "path": w.first().context("tail needs a file")? }),
         "http.get" => json!({ "url": w.first().context("http.get needs a URL")? }),
         _ if w.is_empty() => json!({}),
@@ -204,7 +211,8 @@ pub async fn send(a: SendArgs) -> Result<ExitCode> {
     let mut ok = true;
     for (node, id) in &ids {
         // exec.stream: the output as it comes, then the rest of the result.
-        let printed = if a.method == "exec.stream" && !a.json {
+        let streams = a.method == "exec.stream" || (a.method == "tail" && a.follow);
+        let printed = if streams && !a.json {
             follow_output(&a.conn, id, deadline).await?
         } else {
             (0, 0)

@@ -233,7 +233,8 @@ fn service_log(ctx: &Ctx, name: &str, n: usize) -> Vec<String> {
 
 /// `tail`: the last lines of a file (off unless the policy names who may call it; an
 /// absolute path is read as the agent's user can).
-fn tail(args: &Value) -> Value {
+/// `tail`: the last `args.lines` (default 100) lines of `args.path`, from its last MiB.
+pub(crate) fn tail(args: &Value) -> Value {
     let Some(path) = args
         .get("path")
         .or_else(|| args.get("file"))

@@ -446,6 +446,9 @@ impl Node {
                 let detail = json!({"exit_code": out.get("exit_code")});
                 (out, detail)
             }
+            Decision::Allow(_) if stream::follows(&request) => {
+                (self.tail_follow(&request).await, Value::Null)
+            }
             Decision::Allow(_) => (self.call(&request, &authorizer).await, Value::Null),
         };
         let outcome = match reply.get("status").and_then(Value::as_str) {

@@ -199,6 +199,86 @@ impl Node {
     }
 }
 
+/// How long `tail` follows a file without a `method_timeout`.
+pub const FOLLOW_DEFAULT: Duration = Duration::from_secs(60);
+
+/// Does `request` ask `tail` to follow the file (`args.follow`)?
+pub fn follows(request: &Request) -> bool {
+    request.method == "tail" && request.args.get("follow").and_then(Value::as_bool) == Some(true)
+}
+
+impl Node {
+    /// `tail` with `follow` (Steward's `REQTailFile`): the file's last lines, then what is
+    /// appended to it, as chunk replies every [`TICK`] until `method_timeout` (default
+    /// [`FOLLOW_DEFAULT`]); the final reply says how many chunks went. A file truncated
+    /// or replaced (log rotation) is followed from its start. Not at most once: after an
+    /// agent crash it starts over.
+    pub(crate) async fn tail_follow(&self, request: &Request) -> Value {
+        use std::os::unix::fs::MetadataExt;
+        let Some(path) = request
+            .args
+            .get("path")
+            .or_else(|| request.args.get("file"))
+            .and_then(Value::as_str)
+            .map(std::path::PathBuf::from)
+        else {
+            return super::methods::error("tail needs args.path");
+        };
+        let first = super::methods::tail(&request.args);
+        if first.get("status").and_then(Value::as_str) != Some("ok") {
+            return first;
+        }
+        let timeout = request
+            .method_timeout_ms
+            .map_or(FOLLOW_DEFAULT, Duration::from_millis);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let meta = std::fs::metadata(&path).ok();
+        let (mut ino, mut offset) = (meta.as_ref().map(|m| m.ino()), meta.map_or(0, |m| m.len()));
+        let mut lines: Vec<String> = first["lines"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.as_str().map(|l| format!("{l}\n")))
+            .collect();
+        let (mut chunks, mut sent) = (0u64, 0u64);
+        loop {
+            let mut text = lines.concat();
+            lines.clear();
+            if let Ok(m) = std::fs::metadata(&path) {
+                if Some(m.ino()) != ino || m.len() < offset {
+                    (ino, offset) = (Some(m.ino()), 0);
+                }
+                let room = STREAM_MAX.saturating_sub(sent) as usize;
+                let new = read_from(&path, offset, CHUNK_MAX.min(room), true);
+                offset += new.len() as u64;
+                text.push_str(&String::from_utf8_lossy(&new));
+            }
+            if !text.is_empty() {
+                let body =
+                    json!({"status": "running", "chunk": chunks + 1, "stdout": text, "stderr": ""});
+                if let Err(e) = self.send_progress(request, body).await {
+                    tracing::warn!(id = %request.id, "tail output not sent: {e:#}");
+                    break;
+                }
+                chunks += 1;
+                sent += text.len() as u64;
+            }
+            if tokio::time::Instant::now() >= deadline || sent >= STREAM_MAX {
+                break;
+            }
+            tokio::time::sleep(TICK).await;
+        }
+        json!({
+            "status": "ok",
+            "path": path,
+            "chunks": chunks,
+            "stdout": "",
+            "stderr": "",
+            "truncated": sent >= STREAM_MAX,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
 //! `exec.stream`: output comes back while the command runs, the message's reply holds all
 //! of it once, and an agent killed mid-stream goes on where it was, sending nothing twice.
+//! `tail --follow` streams what is appended to a file the same way.
 
 use crate::fleet::{joined, send};
 use crate::helper::hub::{Hub, Operator};
@@ -8,12 +9,12 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
 
-/// An agent where alice may call `exec` and `exec.stream`, online.
+/// An agent where alice may call `exec`, `exec.stream` and `tail`, online.
 fn streaming_node(hub: &Hub, alice: &Operator) -> Agent {
     let mut a = joined(hub, "n1", &[alice]);
     let policy = a.data_dir().join("policy.toml");
     let mut text = std::fs::read_to_string(&policy).expect("policy");
-    text += "\"exec.stream\" = [\"alice\"]\n";
+    text += "\"exec.stream\" = [\"alice\"]\n\"tail\" = [\"alice\"]\n";
     std::fs::write(&policy, text).expect("policy");
     a.start();
     hub.wait_online(alice, "n1");
@@ -108,4 +109,45 @@ fn the_cli_prints_streamed_output_once_and_exits_with_the_command() {
     let bob = hub.operator("bob", "operator");
     let r = send(&hub, &bob, &["--to", "n1", "exec.stream", "--", "true"]);
     assert_eq!(r["reply"]["status"], "refused", "{r}");
+}
+
+#[test]
+fn tail_follow_streams_what_is_appended_until_its_time_limit() {
+    let hub = Hub::start();
+    let alice = hub.operator("alice", "operator");
+    let a = streaming_node(&hub, &alice);
+    let file = a.dir.path().join("app.log");
+    std::fs::write(&file, "a\nb\n").expect("write");
+    let r = send(
+        &hub,
+        &alice,
+        &[
+            "--to",
+            "n1",
+            "--no-wait",
+            "--follow",
+            "--method-timeout",
+            "3s",
+            "tail",
+            file.to_str().expect("utf-8"),
+        ],
+    );
+    let id = r["id"].as_str().expect("id").to_string();
+    wait_for(T, "the last lines", || {
+        (streamed(&hub, &alice, &id) == "a\nb\n").then_some(())
+    });
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .expect("open");
+    std::io::Write::write_all(&mut f, b"c\n").expect("append");
+    wait_for(T, "the appended line", || {
+        (streamed(&hub, &alice, &id) == "a\nb\nc\n").then_some(())
+    });
+    let m = wait_for(T, "the end at the time limit", || {
+        let m = hub.json_any(&alice, &["messages", "show", &id]);
+        (m["state"] == "replied").then_some(m)
+    });
+    assert_eq!(m["reply"]["status"], "ok", "{m}");
+    assert_eq!(m["reply"]["stdout"], "a\nb\nc\n", "{m}");
 }
