@@ -120,7 +120,7 @@ CREATE TABLE IF NOT EXISTS in_held (
     PRIMARY KEY (key, seq));
 CREATE TABLE IF NOT EXISTS dead_letters (
     key TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, envelope BLOB NOT NULL,
-    expired_at_ms INTEGER NOT NULL, PRIMARY KEY (key, seq));
+    expired_at_ms INTEGER NOT NULL, PRIMARY KEY (key, seq, id));
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS inbox (
     id TEXT PRIMARY KEY, key TEXT NOT NULL, seq INTEGER, envelope BLOB NOT NULL,
@@ -135,6 +135,33 @@ pub struct DeliveryStore {
     conn: Connection,
 }
 
+/// Dead letters were keyed by (stream, position) alone: after a stream was retired and
+/// began again at 1, a later dead letter at a position an earlier one held was dropped.
+/// Rebuilds such a table with the message id in its key (keeping every row).
+fn migrate_dead_letters(conn: &Connection) -> Result<()> {
+    let sql: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'dead_letters'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(q("read dead letters schema"))?;
+    if !sql.contains("PRIMARY KEY (key, seq))") {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         CREATE TABLE dead_letters_keyed (
+             key TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, envelope BLOB NOT NULL,
+             expired_at_ms INTEGER NOT NULL, PRIMARY KEY (key, seq, id));
+         INSERT INTO dead_letters_keyed SELECT key, seq, id, envelope, expired_at_ms FROM dead_letters;
+         DROP TABLE dead_letters;
+         ALTER TABLE dead_letters_keyed RENAME TO dead_letters;
+         COMMIT;",
+    )
+    .map_err(q("migrate dead letters"))
+}
+
 impl DeliveryStore {
     /// Opens (creating) the store file.
     pub fn open(path: &Path) -> Result<Self> {
@@ -143,9 +170,10 @@ impl DeliveryStore {
             .map_err(q("wal"))?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(q("synchronous"))?;
-        conn.execute_batch(SCHEMA).map_err(q("schema"))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(q("busy timeout"))?;
+        conn.execute_batch(SCHEMA).map_err(q("schema"))?;
+        migrate_dead_letters(&conn)?;
         Ok(Self { conn })
     }
 

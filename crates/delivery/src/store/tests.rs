@@ -254,4 +254,49 @@ fn a_retired_stream_dead_letters_what_waits_and_starts_again_at_one() {
         .enqueue(&s, "d", u64::MAX, |_| b"d".to_vec())
         .expect("enqueue");
     assert_eq!(seq, 1, "a new receiver under the same name starts at 1");
+    // Retired again: its dead letters take positions earlier ones held, and all stay.
+    out.enqueue(&s, "e", u64::MAX, |_| b"e".to_vec())
+        .expect("enqueue");
+    out.retire_stream(&s, 6).expect("retire");
+    let dead: Vec<String> = out
+        .dead_letters()
+        .expect("dead")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(dead, ["b", "c", "d", "e"]);
+}
+
+#[test]
+fn a_store_from_before_keeps_its_dead_letters_and_gets_the_new_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("old.db");
+    {
+        let c = Connection::open(&path).expect("open");
+        c.execute_batch(
+            "CREATE TABLE dead_letters (
+                key TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, envelope BLOB NOT NULL,
+                expired_at_ms INTEGER NOT NULL, PRIMARY KEY (key, seq));
+             INSERT INTO dead_letters VALUES ('k', 1, 'x', X'00', 5);",
+        )
+        .expect("old schema");
+    }
+    let s = DeliveryStore::open(&path).expect("open");
+    let dead = s.dead_letters().expect("dead");
+    assert_eq!(dead.len(), 1);
+    s.conn
+        .execute(
+            "INSERT INTO dead_letters VALUES ('k', 1, 'y', X'00', 6)",
+            [],
+        )
+        .expect("same position, another message");
+    drop(s);
+    assert_eq!(
+        DeliveryStore::open(&path)
+            .expect("reopen")
+            .dead_letters()
+            .expect("dead")
+            .len(),
+        2
+    );
 }
