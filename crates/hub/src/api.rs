@@ -784,10 +784,7 @@ async fn message(
 ) -> ApiResult {
     authorize(&hub, &headers, "viewer")?;
     let q = query(q)?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.0.min(60));
-    let mut changes = hub.changes.subscribe();
-    loop {
-        changes.borrow_and_update();
+    let row = long_poll(&hub, q.wait, || {
         let row = hub.read(|c| db::message(c, &id)).map_err(internal)?;
         let Some(row) = row else {
             return Err(ApiError(
@@ -795,9 +792,31 @@ async fn message(
                 format!("no message {id:?}"),
             ));
         };
-        let settled = matches!(row.state.as_str(), "replied" | "expired" | "purged");
-        if settled || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(row).into_response());
+        Ok((settled(&row.state), row))
+    })
+    .await?;
+    Ok(Json(row).into_response())
+}
+
+/// Is a message in `state` done for good (replied, or a dead letter)?
+pub(crate) fn settled(state: &str) -> bool {
+    matches!(state, "replied" | "expired" | "purged")
+}
+
+/// A long poll: `look` again after every change at the hub until it says it is done, or
+/// `wait` seconds (at most 60) have passed; answers its last value.
+pub(crate) async fn long_poll<T>(
+    hub: &Hub,
+    wait: Count,
+    mut look: impl FnMut() -> Result<(bool, T), ApiError>,
+) -> Result<T, ApiError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait.0.min(60));
+    let mut changes = hub.changes.subscribe();
+    loop {
+        changes.borrow_and_update();
+        let (done, value) = look()?;
+        if done || tokio::time::Instant::now() >= deadline {
+            return Ok(value);
         }
         let _ = tokio::time::timeout_at(deadline, changes.changed()).await;
     }

@@ -5,7 +5,9 @@
 //! reply arrives, the message's reply gets the whole output back: every chunk's, then the
 //! final reply's own remainder — so it reads like an `exec` reply.
 
-use crate::api::{ApiError, ApiResult, Count, ErrorBody, authorize, internal, query};
+use crate::api::{
+    ApiError, ApiResult, Count, ErrorBody, authorize, internal, long_poll, query, settled,
+};
 use crate::{Hub, db};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -16,7 +18,6 @@ use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
 
 /// The chunk number of a reply body that is a chunk (`None`: a final reply).
@@ -153,10 +154,7 @@ pub async fn message_output(
 ) -> ApiResult {
     authorize(&hub, &headers, "viewer")?;
     let q = query(q)?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.0.min(60));
-    let mut changes = hub.changes.subscribe();
-    loop {
-        changes.borrow_and_update();
+    let out = long_poll(&hub, q.wait, || {
         let found = hub
             .read(|c| {
                 let Some(m) = db::message(c, &id)? else {
@@ -171,10 +169,11 @@ pub async fn message_output(
                 format!("no message {id:?}"),
             ));
         };
-        let settled = matches!(state.as_str(), "replied" | "expired" | "purged");
-        if settled || !chunks.is_empty() || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(Output { state, chunks }).into_response());
-        }
-        let _ = tokio::time::timeout_at(deadline, changes.changed()).await;
-    }
+        Ok((
+            settled(&state) || !chunks.is_empty(),
+            Output { state, chunks },
+        ))
+    })
+    .await?;
+    Ok(Json(out).into_response())
 }

@@ -10,21 +10,10 @@ use std::process::Command;
 
 /// A new key file for `op` (same name and API token).
 fn new_key(hub: &Hub, op: &Operator, file: &str) -> Operator {
-    let keys = hub.dir.path().join("keys");
-    let out = Command::new(reeve_bin())
-        .args(["key", "create", file, "--out-dir"])
-        .arg(&keys)
-        .bounded_output()
-        .expect("key create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     Operator {
         name: op.name.clone(),
         token: op.token.clone(),
-        key: keys.join(format!("{file}.key")),
+        key: hub.new_key(file),
     }
 }
 

@@ -93,10 +93,7 @@ fn control_and_unordered_messages_pass_a_command_that_holds_the_ordered_lane() {
         ids.push(r["id"].as_str().expect("id").to_string());
     }
     for id in &ids {
-        let m = wait_for(T, "an unordered reply", || {
-            let m = hub.json_any(&alice, &["messages", "show", id]);
-            (m["state"] == "replied").then_some(m)
-        });
+        let m = hub.wait_replied(&alice, id);
         assert_eq!(m["lane"], "unordered", "{m}");
         assert_eq!(m["reply"]["exit_code"], 0, "ran side by side: {m}");
     }
@@ -105,10 +102,7 @@ fn control_and_unordered_messages_pass_a_command_that_holds_the_ordered_lane() {
 
     // The gate opens: the holder finishes, having seen none of this.
     std::fs::write(&gate, "").expect("gate");
-    let m = wait_for(T, "the holder's reply", || {
-        let m = hub.json_any(&alice, &["messages", "show", &holder]);
-        (m["state"] == "replied").then_some(m)
-    });
+    let m = hub.wait_replied(&alice, &holder);
     assert_eq!(m["reply"]["exit_code"], 0, "{m}");
 }
 
@@ -152,10 +146,7 @@ fn one_sender_runs_at_most_four_unordered_commands_at_once() {
     assert_eq!(running(), 4, "the cap per sender");
     std::fs::write(&gate, "").expect("gate");
     for id in &ids {
-        let m = wait_for(T, "every reply", || {
-            let m = hub.json_any(&alice, &["messages", "show", id]);
-            (m["state"] == "replied").then_some(m)
-        });
+        let m = hub.wait_replied(&alice, id);
         assert_eq!(m["reply"]["exit_code"], 0, "{m}");
     }
     assert_eq!(running(), 6);

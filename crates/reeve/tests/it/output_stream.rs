@@ -67,10 +67,7 @@ fn output_streams_while_the_command_runs_and_survives_an_agent_crash() {
     a.kill9();
     a.start();
     std::fs::write(&gate, "").expect("gate");
-    let m = wait_for(T, "the reply", || {
-        let m = hub.json_any(&alice, &["messages", "show", &id]);
-        (m["state"] == "replied").then_some(m)
-    });
+    let m = hub.wait_replied(&alice, &id);
     assert_eq!(m["reply"]["status"], "ok", "{m}");
     assert_eq!(m["reply"]["exit_code"], 0, "{m}");
     assert_eq!(m["reply"]["stdout"], "one\ntwo\n", "all of it, once: {m}");
@@ -144,10 +141,7 @@ fn tail_follow_streams_what_is_appended_until_its_time_limit() {
     wait_for(T, "the appended line", || {
         (streamed(&hub, &alice, &id) == "a\nb\nc\n").then_some(())
     });
-    let m = wait_for(T, "the end at the time limit", || {
-        let m = hub.json_any(&alice, &["messages", "show", &id]);
-        (m["state"] == "replied").then_some(m)
-    });
+    let m = hub.wait_replied(&alice, &id);
     assert_eq!(m["reply"]["status"], "ok", "{m}");
     assert_eq!(m["reply"]["stdout"], "a\nb\nc\n", "{m}");
 }

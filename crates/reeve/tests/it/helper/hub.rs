@@ -107,12 +107,12 @@ impl Hub {
         self.admin(&["hub", "token", "create", "--url", &self.url])
     }
 
-    /// Creates operator `name` with `role` and a key of their own.
-    pub fn operator(&self, name: &str, role: &str) -> Operator {
+    /// A new key pair `file` (.key and .pub) in this hub's keys folder; the secret's path.
+    pub fn new_key(&self, file: &str) -> PathBuf {
         let keys = self.dir.path().join("keys");
         std::fs::create_dir_all(&keys).expect("keys dir");
         let out = Command::new(reeve_bin())
-            .args(["key", "create", name, "--out-dir"])
+            .args(["key", "create", file, "--out-dir"])
             .arg(&keys)
             .bounded_output()
             .expect("key create");
@@ -121,7 +121,21 @@ impl Hub {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let pubkey = keys.join(format!("{name}.pub"));
+        keys.join(format!("{file}.key"))
+    }
+
+    /// Waits (30 s at most) until message `id` is replied; its record.
+    pub fn wait_replied(&self, op: &Operator, id: &str) -> serde_json::Value {
+        wait_for(Duration::from_secs(30), &format!("a reply to {id}"), || {
+            let m = self.json_any(op, &["messages", "show", id]);
+            (m["state"] == "replied").then_some(m)
+        })
+    }
+
+    /// Creates operator `name` with `role` and a key of their own.
+    pub fn operator(&self, name: &str, role: &str) -> Operator {
+        let key = self.new_key(name);
+        let pubkey = key.with_extension("pub");
         let token = self.admin(&[
             "hub",
             "operator",
@@ -135,7 +149,7 @@ impl Hub {
         Operator {
             name: name.into(),
             token,
-            key: keys.join(format!("{name}.key")),
+            key,
         }
     }
 
