@@ -108,7 +108,9 @@ pub fn rotate_operator_key(
 ) -> Result<u64> {
     PublicKey::from_base64(new_key).with_context(|| format!("{new_key:?} is not a public key"))?;
     let mut c = open(dir)?;
-    let tx = c.transaction()?;
+    // Immediate: the write lock up front (waiting for a running hub's writer), since a
+    // read-then-write transaction cannot wait once the hub commits in between.
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let old: Option<Option<String>> = tx
         .query_row(
             "SELECT key FROM hub_operators WHERE name = ?1",
