@@ -356,26 +356,27 @@ fn running_modules_come_back_after_a_reboot() {
     assert!(body.contains("reeve"));
 }
 
-#[test]
-fn kill9_of_the_agent_mid_apply_is_rolled_back_at_restart() {
-    if !python3_present() {
-        eprintln!("SKIPPED: python3 is missing");
-        return;
-    }
+/// An agent running my-server 1.0.0 (port `p1`, message "one", desired state `s1`) from a
+/// registry that also holds 2.0.0 whose configure hook is `hook(marker)`; `s2` moves to
+/// 2.0.0 on another port.
+struct MidApply {
+    a: Agent,
+    reg: Registry,
+    keydir: PathBuf,
+    marker: PathBuf,
+    p1: u16,
+    s1: String,
+    s2: String,
+}
+
+fn v1_running_with_v2_hook(hook: impl FnOnce(&Path) -> String) -> MidApply {
     let mut a = Agent::new();
     let (reg_dir, keys) = publish_example_with_keys(a.dir.path());
-    // Version 2.0.0 whose configure hook announces itself, then takes its time.
     let marker = a.dir.path().join("v2-configuring");
-    publish_v2(
-        a.dir.path(),
-        &reg_dir,
-        &keys.secret,
-        &format!("#!/bin/sh\ntouch {}\nsleep 5\n", marker.display()),
-    );
+    publish_v2(a.dir.path(), &reg_dir, &keys.secret, &hook(&marker));
     let reg = serve(&reg_dir);
     let keydir = a.dir.path().join("trusted-keys");
     start_agent(&mut a, &reg.url, &keydir);
-
     let p1 = free_port();
     let s1 = format!(
         r#"{{"modules": [{{"name": "my-server", "version": "1.0.0", "config": {{"port": {p1}, "message": "one"}}}}]}}"#
@@ -384,11 +385,39 @@ fn kill9_of_the_agent_mid_apply_is_rolled_back_at_restart() {
     wait_for(T, "v1 answering", || {
         http_get(p1).filter(|b| b.contains("200"))
     });
-
     let p2 = free_port();
     let s2 = format!(
         r#"{{"modules": [{{"name": "my-server", "version": "2.0.0", "config": {{"port": {p2}}}}}]}}"#
     );
+    MidApply {
+        a,
+        reg,
+        keydir,
+        marker,
+        p1,
+        s1,
+        s2,
+    }
+}
+
+#[test]
+fn kill9_of_the_agent_mid_apply_is_rolled_back_at_restart() {
+    if !python3_present() {
+        eprintln!("SKIPPED: python3 is missing");
+        return;
+    }
+    // Version 2.0.0's configure hook announces itself, then takes its time.
+    let MidApply {
+        mut a,
+        reg,
+        keydir,
+        marker,
+        p1,
+        s1,
+        s2,
+    } = v1_running_with_v2_hook(|marker| {
+        format!("#!/bin/sh\ntouch {}\nsleep 5\n", marker.display())
+    });
     let mut apply = Command::new(crate::helper::reeve_bin())
         .args(["state", "apply", "--state", &s2])
         .env("XDG_RUNTIME_DIR", a.dir.path().join("rt"))
@@ -464,38 +493,27 @@ fn a_cancelled_apply_stops_its_step_and_rolls_back() {
         eprintln!("SKIPPED: python3 is missing");
         return;
     }
-    let mut a = Agent::new();
-    let (reg_dir, keys) = publish_example_with_keys(a.dir.path());
-    // Version 2.0.0 whose configure hook announces itself, then waits a minute for a
-    // child of its own.
-    let marker = a.dir.path().join("v2-configuring");
-    let sleeper = a.dir.path().join("sleeper.pid");
-    publish_v2(
-        a.dir.path(),
-        &reg_dir,
-        &keys.secret,
-        &format!(
+    // Version 2.0.0's configure hook announces itself, then waits a minute for a child of
+    // its own.
+    let MidApply {
+        a,
+        reg: _reg,
+        marker,
+        p1,
+        s2,
+        ..
+    } = v1_running_with_v2_hook(|marker| {
+        format!(
             "#!/bin/sh\nsleep 60 &\necho $! > {}\ntouch {}\nwait\n",
-            sleeper.display(),
+            marker.with_file_name("sleeper.pid").display(),
             marker.display()
-        ),
-    );
-    let reg = serve(&reg_dir);
-    let keydir = a.dir.path().join("trusted-keys");
-    start_agent(&mut a, &reg.url, &keydir);
-    let p1 = free_port();
-    let s1 = format!(
-        r#"{{"modules": [{{"name": "my-server", "version": "1.0.0", "config": {{"port": {p1}, "message": "one"}}}}]}}"#
-    );
-    a.ok(&["state", "apply", "--state", &s1]);
+        )
+    });
+    let sleeper = marker.with_file_name("sleeper.pid");
     // Nothing to cancel yet.
     let none = a.cli(&["state", "cancel"]);
     assert_eq!(none.status.code(), Some(1), "{none:?}");
 
-    let p2 = free_port();
-    let s2 = format!(
-        r#"{{"modules": [{{"name": "my-server", "version": "2.0.0", "config": {{"port": {p2}}}}}]}}"#
-    );
     let report = a.dir.path().join("report.json");
     let mut apply = Command::new(crate::helper::reeve_bin())
         .args(["state", "apply", "--json", "--state", &s2])
