@@ -450,16 +450,17 @@ pub async fn messages(
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<28} {:<16} {:<18} {:<10} FROM",
-        "ID", "NODE", "METHOD", "STATE"
+        "{:<28} {:<16} {:<18} {:<10} {:<10} FROM",
+        "ID", "NODE", "METHOD", "LANE", "STATE"
     );
     for m in list.as_array().into_iter().flatten() {
         let f = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
         println!(
-            "{:<28} {:<16} {:<18} {:<10} {}",
+            "{:<28} {:<16} {:<18} {:<10} {:<10} {}",
             f("id"),
             f("node"),
             f("method"),
+            f("lane"),
             f("state"),
             f("sender")
         );

@@ -99,6 +99,15 @@ fn control_and_unordered_messages_pass_a_command_that_holds_the_ordered_lane() {
     }
     let shown = hub.json_any(&alice, &["messages", "show", &holder]);
     assert_eq!(shown["state"], "delivered", "still running: {shown}");
+    // `reeve messages` shows each message's lane.
+    let table = String::from_utf8_lossy(&hub.as_op(&alice, &["messages"]).stdout).to_string();
+    assert!(
+        table.lines().next().is_some_and(|h| h.contains("LANE")),
+        "{table}"
+    );
+    for lane in ["ordered", "priority", "unordered"] {
+        assert!(table.contains(lane), "{lane}: {table}");
+    }
 
     // The gate opens: the holder finishes, having seen none of this.
     std::fs::write(&gate, "").expect("gate");
