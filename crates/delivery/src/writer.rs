@@ -25,11 +25,6 @@ enum Op {
         seal: Box<dyn FnOnce(u64) -> Vec<u8> + Send>,
         reply: Reply<u64>,
     },
-    Ack {
-        stream: StreamId,
-        upto: u64,
-        reply: Reply<()>,
-    },
     Receive {
         stream: StreamId,
         seq: Option<u64>,
@@ -105,20 +100,6 @@ impl Writer {
             reply,
         };
         self.call(op, rx).await
-    }
-
-    /// Records a cumulative acknowledgement.
-    pub async fn ack(&self, stream: StreamId, upto: u64) -> Result<(), WriterError> {
-        let (reply, rx) = oneshot::channel();
-        self.call(
-            Op::Ack {
-                stream,
-                upto,
-                reply,
-            },
-            rx,
-        )
-        .await
     }
 
     /// Stores a verified arrival; acknowledge with the receipt only after this returns.
@@ -210,7 +191,6 @@ impl Writer {
 
 enum Done {
     Seq(Reply<u64>, u64),
-    Unit(Reply<()>),
     Receipt(Reply<Receipt>, Receipt, After<Receipt>),
     Any(Reply<AnyBox>, AnyBox, After<AnyBox>),
 }
@@ -237,14 +217,6 @@ fn run(mut store: DeliveryStore, rx: std_mpsc::Receiver<Op>) {
                     } => {
                         let seq = s.enqueue(&stream, &id, expires_at_ms, seal)?;
                         done.push(Done::Seq(reply, seq));
-                    }
-                    Op::Ack {
-                        stream,
-                        upto,
-                        reply,
-                    } => {
-                        s.ack(&stream, upto)?;
-                        done.push(Done::Unit(reply));
                     }
                     Op::Receive {
                         stream,
@@ -275,7 +247,6 @@ fn run(mut store: DeliveryStore, rx: std_mpsc::Receiver<Op>) {
                 for d in done {
                     match d {
                         Done::Seq(r, v) => drop(r.send(Ok(v))),
-                        Done::Unit(r) => drop(r.send(Ok(()))),
                         Done::Receipt(r, v, after) => {
                             after(&v);
                             drop(r.send(Ok(v)))
@@ -292,7 +263,6 @@ fn run(mut store: DeliveryStore, rx: std_mpsc::Receiver<Op>) {
                 for d in done {
                     match d {
                         Done::Seq(r, _) => drop(r.send(Err(msg.clone()))),
-                        Done::Unit(r) => drop(r.send(Err(msg.clone()))),
                         Done::Receipt(r, ..) => drop(r.send(Err(msg.clone()))),
                         Done::Any(r, ..) => drop(r.send(Err(msg.clone()))),
                     }

@@ -13,7 +13,7 @@
 
 use super::Node;
 use reeve_delivery::lane::Lane;
-use reeve_delivery::store::parse_stream_key;
+use reeve_delivery::store::{Unfinished, parse_stream_key};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Semaphore, mpsc};
@@ -33,19 +33,21 @@ pub struct Job {
 }
 
 impl Job {
-    /// A job for a request released from stream `stream_key`; `sequenced` false for one
-    /// that arrived without a position (unordered).
-    pub fn new(id: String, stream_key: String, sequenced: bool) -> Self {
-        let lane = match (sequenced, parse_stream_key(&stream_key)) {
-            (false, _) => Lane::Unordered,
-            (true, Some(s)) => s.lane,
-            (true, None) => Lane::Ordered,
-        };
+    /// A job for a request released from stream `stream_key` on `lane`; `sequenced` false
+    /// for one that arrived without a position (it runs unordered).
+    pub fn new(id: String, stream_key: String, lane: Lane, sequenced: bool) -> Self {
         Self {
             id,
             stream_key,
-            lane,
+            lane: if sequenced { lane } else { Lane::Unordered },
         }
+    }
+
+    /// A job for a stored request left unfinished by an earlier run (its lane read back
+    /// from its stream key).
+    pub fn unfinished(u: Unfinished) -> Self {
+        let lane = parse_stream_key(&u.stream_key).map_or(Lane::Ordered, |s| s.lane);
+        Self::new(u.id, u.stream_key, lane, u.sequenced)
     }
 }
 

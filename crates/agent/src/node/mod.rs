@@ -521,11 +521,7 @@ impl Node {
 /// relay link.
 pub async fn spawn(node: Arc<Node>) -> Result<()> {
     let unfinished = node.writer.run(|s| s.inbox_unfinished()).await?;
-    node.release(
-        unfinished
-            .into_iter()
-            .map(|u| lanes::Job::new(u.id, u.stream_key, u.sequenced)),
-    );
+    node.release(unfinished.into_iter().map(lanes::Job::unfinished));
     let rx = node.exec_rx.lock().ok().and_then(|mut r| r.take());
     if let Some(rx) = rx {
         tokio::spawn(lanes::dispatch(node.clone(), rx));

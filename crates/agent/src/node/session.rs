@@ -234,14 +234,14 @@ fn from_hub(node: &Arc<Node>, bytes: Vec<u8>, arrivals: &mut Pipeline<Arrival>) 
         Payload::Skip { .. } => None,
     };
     let stream = opened.stream.clone();
-    let key = stream_key(&stream);
+    let (key, lane) = (stream_key(&stream), stream.lane);
     let releaser = node.clone();
     let commit = node
         .writer
         .receive_queued(opened.stream, opened.seq, id, bytes, move |receipt| {
             releaser.release(receipt.released.iter().filter_map(|r| {
                 let id = r.id.clone()?;
-                Some(Job::new(id, key.clone(), r.seq.is_some()))
+                Some(Job::new(id, key.clone(), lane, r.seq.is_some()))
             }));
         });
     arrivals.push(async move { commit.await.map(|r| (stream, r.acked)) });

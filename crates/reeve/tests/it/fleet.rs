@@ -35,6 +35,21 @@ pub(crate) fn send(hub: &Hub, op: &Operator, args: &[&str]) -> serde_json::Value
     })
 }
 
+/// Sends `method` with `flags` to n1 without waiting, running `sh -c script`; the id.
+pub(crate) fn queue_sh(
+    hub: &Hub,
+    op: &Operator,
+    flags: &[&str],
+    method: &str,
+    script: &str,
+) -> String {
+    let mut args = vec!["--to", "n1", "--no-wait"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&[method, "--", "sh", "-c", script]);
+    let r = send(hub, op, &args);
+    r["id"].as_str().expect("id").to_string()
+}
+
 #[test]
 fn exec_round_trip_policy_and_audit() {
     let hub = Hub::start();

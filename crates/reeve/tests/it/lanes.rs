@@ -2,7 +2,7 @@
 //! messages (priority lane) nor unordered commands, and unordered commands run side by
 //! side.
 
-use crate::fleet::{joined, send};
+use crate::fleet::{joined, queue_sh, send};
 use crate::helper::hub::Hub;
 use crate::helper::wait_for;
 use std::path::Path;
@@ -30,21 +30,7 @@ fn control_and_unordered_messages_pass_a_command_that_holds_the_ordered_lane() {
     let (started, gate) = (dir.join("started"), dir.join("gate"));
 
     // The ordered lane is held until the test opens the gate.
-    let holder = send(
-        &hub,
-        &alice,
-        &[
-            "--to",
-            "n1",
-            "--no-wait",
-            "exec",
-            "--",
-            "sh",
-            "-c",
-            &meet(&started, &gate),
-        ],
-    );
-    let holder = holder["id"].as_str().expect("id").to_string();
+    let holder = queue_sh(&hub, &alice, &[], "exec", &meet(&started, &gate));
     wait_for(T, "the holding command started", || {
         started.exists().then_some(())
     });
@@ -75,22 +61,13 @@ fn control_and_unordered_messages_pass_a_command_that_holds_the_ordered_lane() {
     let (ping, pong) = (dir.join("ping"), dir.join("pong"));
     let mut ids = Vec::new();
     for (mine, theirs) in [(&ping, &pong), (&pong, &ping)] {
-        let r = send(
+        ids.push(queue_sh(
             &hub,
             &alice,
-            &[
-                "--to",
-                "n1",
-                "--no-wait",
-                "--unordered",
-                "exec",
-                "--",
-                "sh",
-                "-c",
-                &meet(mine, theirs),
-            ],
-        );
-        ids.push(r["id"].as_str().expect("id").to_string());
+            &["--unordered"],
+            "exec",
+            &meet(mine, theirs),
+        ));
     }
     for id in &ids {
         let m = hub.wait_replied(&alice, id);
@@ -127,22 +104,7 @@ fn one_sender_runs_at_most_four_unordered_commands_at_once() {
     let mut ids = Vec::new();
     for i in 0..6 {
         let cmd = meet(&dir.join(format!("started-{i}")), &gate);
-        let r = send(
-            &hub,
-            &alice,
-            &[
-                "--to",
-                "n1",
-                "--no-wait",
-                "--unordered",
-                "exec",
-                "--",
-                "sh",
-                "-c",
-                &cmd,
-            ],
-        );
-        ids.push(r["id"].as_str().expect("id").to_string());
+        ids.push(queue_sh(&hub, &alice, &["--unordered"], "exec", &cmd));
     }
     let running = || {
         (0..6)

@@ -2,7 +2,7 @@
 //! of it once, and an agent killed mid-stream goes on where it was, sending nothing twice.
 //! `tail --follow` streams what is appended to a file the same way.
 
-use crate::fleet::{joined, send};
+use crate::fleet::{joined, queue_sh, send};
 use crate::helper::hub::{Hub, Operator};
 use crate::helper::{Agent, wait_for};
 use std::time::Duration;
@@ -43,21 +43,7 @@ fn output_streams_while_the_command_runs_and_survives_an_agent_crash() {
         "echo one; i=0; while [ ! -e {g} ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; echo two; echo warn >&2",
         g = gate.display()
     );
-    let r = send(
-        &hub,
-        &alice,
-        &[
-            "--to",
-            "n1",
-            "--no-wait",
-            "exec.stream",
-            "--",
-            "sh",
-            "-c",
-            &cmd,
-        ],
-    );
-    let id = r["id"].as_str().expect("id").to_string();
+    let id = queue_sh(&hub, &alice, &[], "exec.stream", &cmd);
     // The first line arrives while the command still waits at the gate.
     wait_for(T, "the first line, streamed", || {
         (streamed(&hub, &alice, &id) == "one\n").then_some(())
