@@ -13,6 +13,9 @@
 //! (its spawner made sure it is not a process-group leader), and reports readiness on its
 //! original stdout — one zero byte, or the error text — before pointing it at /dev/null.
 //! The spawner reads stdout to EOF. One process creation less per service at start-up.
+//!
+//! `reeve-buddy launch --home DIR -- reeve agent ARGS…` plays the agent's launcher instead
+//! (self-update with trial boots and switch-back; see `launch/mod.rs`).
 
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -21,6 +24,7 @@ mod control;
 mod daemon;
 mod diag;
 mod journal;
+mod launch;
 mod logs;
 mod output;
 mod policy;
@@ -34,15 +38,47 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: reeve-buddy --dir RUN_DIR [--foreground|--detach] [--start|--no-start]\n       reeve-buddy --version";
+const USAGE: &str = "usage: reeve-buddy --dir RUN_DIR [--foreground|--detach] [--start|--no-start]
+       reeve-buddy launch --home DIR -- PROGRAM [ARGS...]
+       reeve-buddy --version
+
+launch: runs PROGRAM (normally `reeve agent ...`) and keeps it running; carries out the
+agent's self-updates (trial boots, switch back on failure). DIR holds its state file.";
 
 enum Cmd {
     Version,
     Help,
     Run(daemon::Options),
+    Launch(launch::Options),
+}
+
+fn parse_launch(mut args: impl Iterator<Item = OsString>) -> Result<Cmd, String> {
+    let mut home = None;
+    while let Some(a) = args.next() {
+        match a.to_str() {
+            Some("--") => break,
+            Some("--help" | "-h") => return Ok(Cmd::Help),
+            Some("--home") => {
+                home = Some(PathBuf::from(args.next().ok_or("--home needs a value")?));
+            }
+            Some(s) if s.starts_with("--home=") => home = Some(PathBuf::from(&s[7..])),
+            _ => return Err(format!("unknown launch argument {a:?}")),
+        }
+    }
+    let home = home.ok_or("launch needs --home DIR")?;
+    let argv: Vec<OsString> = args.collect();
+    if argv.is_empty() {
+        return Err("launch needs the agent's command line after --".into());
+    }
+    Ok(Cmd::Launch(launch::Options { home, argv }))
 }
 
 fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Cmd, String> {
+    let mut args = args.by_ref().peekable();
+    if args.peek().is_some_and(|a| a == "launch") {
+        args.next();
+        return parse_launch(args);
+    }
     let mut dir = None;
     let mut foreground = false;
     let mut detach = false;
@@ -85,6 +121,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Cmd::Run(o)) => o,
+        Ok(Cmd::Launch(o)) => return launch::run(o),
         Err(e) => {
             eprintln!("reeve-buddy: {e}\n{USAGE}");
             return ExitCode::from(2);

@@ -5,7 +5,7 @@
 
 use reeve_proto::buddy::ExitStatus;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Converts a libc `-1`-on-error return value into an `io::Result`.
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -183,6 +183,34 @@ pub fn dup_onto(src: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
     // SAFETY: `src` is a valid descriptor; replacing `target` is the caller's intent (it is
     // one of the standard descriptors, which no Rust object owns exclusively).
     cvt(unsafe { libc::dup2(src.as_raw_fd(), target) }).map(|_| ())
+}
+
+/// A pipe for a child to write to: the read end is close-on-exec and non-blocking, the
+/// write end is inherited by the next exec (the caller closes its own copy after spawning).
+pub fn inheritable_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid out array of two descriptors.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    set_nonblocking(read.as_fd())?;
+    // SAFETY: F_SETFD on a valid descriptor we own; 0 clears close-on-exec.
+    cvt(unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETFD, 0) })?;
+    Ok((read, write))
+}
+
+/// Makes the child that `cmd` spawns receive `sig` when this process dies, so an agent
+/// never outlives its launcher unsupervised.
+pub fn parent_death_signal(cmd: &mut std::process::Command, sig: libc::c_int) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl, which
+    // is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            cvt(libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong))?;
+            Ok(())
+        });
+    }
 }
 
 /// Result of [`fork_daemon`].
