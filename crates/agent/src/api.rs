@@ -35,6 +35,8 @@ pub struct ApiState {
     pub logs_root: std::path::PathBuf,
     /// The node's fleet side, when it joined a hub.
     pub node: Option<Arc<crate::node::Node>>,
+    /// Self-update.
+    pub updater: Arc<crate::update::Updater>,
 }
 
 /// The peer of a control-socket connection.
@@ -96,6 +98,7 @@ fn not_found(name: &str) -> AppError {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/agent", get(agent_info))
+        .route("/v1/agent/update", get(update_status).post(update_agent))
         .route("/v1/services", get(list_services))
         .route("/v1/services/{name}", get(get_service))
         .route("/v1/services/{name}/logs", get(logs))
@@ -527,6 +530,32 @@ async fn cancel_apply(
             "no apply is in progress".into(),
         )),
     }
+}
+
+async fn update_status(State(s): State<ApiState>) -> Json<crate::update::UpdateStatus> {
+    Json(s.updater.status())
+}
+
+/// Stages the new agent, hands it to the launcher and answers; the agent exits right after.
+async fn update_agent(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Json(req): Json<crate::update::UpdateRequest>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let (tx, _rx) = mpsc::channel(1);
+    let staged = s.updater.stage(&s.modules, &req, false, &tx).await?;
+    let need_hub = s.node.as_ref().is_some_and(|n| n.is_connected());
+    let body = serde_json::json!({
+        "from": staged.from,
+        "to": staged.to.version,
+        "trial_timeout_ms": staged.timeout.as_millis() as u64,
+        "need_hub": need_hub,
+        "pid": std::process::id(),
+    });
+    s.updater
+        .switch(staged, need_hub, &peer.actor(), &s.log)
+        .await?;
+    Ok(Json(body))
 }
 
 /// Query of `POST /v1/state/apply`.

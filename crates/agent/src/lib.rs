@@ -23,6 +23,7 @@ pub mod orphan;
 pub mod service;
 pub mod steward_socket;
 pub mod supervisor;
+pub mod update;
 
 use anyhow::{Context, Result, bail};
 use config::AgentConfig;
@@ -69,6 +70,8 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         serde_json::json!({"pid": std::process::id(), "version": env!("CARGO_PKG_VERSION")}),
     ))
     .await?;
+    let updater = Arc::new(update::Updater::from_env());
+    updater.record_outcome(&log).await;
     let cfg = Arc::new(cfg);
     let modules = Arc::new(modules::Modules::new(cfg.clone(), log.clone()));
     let module_services = modules.running_services().await;
@@ -77,7 +80,13 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         tracing::warn!(id = %r.id, outcome = %r.outcome, "finished an apply interrupted by a restart");
     }
     let fleet_node =
-        match node::Node::open(&cfg.data_dir, sup.clone(), log.clone(), modules.clone()) {
+        match node::Node::open(
+            &cfg.data_dir,
+            sup.clone(),
+            log.clone(),
+            modules.clone(),
+            updater.clone(),
+        ) {
             Ok(Some(n)) => {
                 node::spawn(n.clone()).await?;
                 Some(n)
@@ -88,12 +97,17 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
             }
             Err(e) => return Err(e.context("cannot start the node's hub link")),
         };
+    // The buddies are re-attached: on a trial boot, healthy once the hub is reached too.
+    updater.report_health(fleet_node.clone().map(|n| {
+        let connected: Box<dyn Fn() -> bool + Send + Sync> = Box::new(move || n.is_connected());
+        connected
+    }));
     let state = api::ApiState {
         sup: sup.clone(),
         modules: modules.clone(),
         log: log.clone(),
         info: Arc::new(AgentInfo {
-            version: env!("CARGO_PKG_VERSION").into(),
+            version: updater.version(),
             pid: std::process::id(),
             data_dir: cfg.data_dir.display().to_string(),
             services_dir: cfg.services_dir.display().to_string(),
@@ -101,6 +115,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         }),
         logs_root: cfg.data_dir.join("logs"),
         node: fleet_node.clone(),
+        updater: updater.clone(),
     };
     let listener = steward_socket::split(listener, fleet_node.clone()).context("control socket")?;
     if let Some(m) = metrics {
@@ -143,6 +158,10 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = &mut shutdown => break,
+            _ = updater.exit_requested() => {
+                tracing::info!("exiting: the launcher switches to the new agent");
+                break;
+            }
         }
     }
     let _ = stop_tx.send(());

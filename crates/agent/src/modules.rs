@@ -476,6 +476,30 @@ impl Modules {
         Ok(m)
     }
 
+    /// Downloads, verifies and unpacks `module` into `target` (which must not exist)
+    /// without hooks or records: an agent package for a self-update. Holds the lifecycle
+    /// lock, so it never runs beside an install or an apply.
+    pub(crate) async fn unpack_package(
+        &self,
+        module: &ModuleRef,
+        target: &Path,
+        progress: &mpsc::Sender<Value>,
+    ) -> Result<ModuleSummary> {
+        let _g = self.lock.lock().await;
+        let fetched = self.fetch(module, progress).await?;
+        let args = vec![
+            "install".into(),
+            "--archive".into(),
+            fetched.path.into(),
+            "--target".into(),
+            target.into(),
+            "--identity".into(),
+            fetched.identity.into(),
+        ];
+        let done = self.worker(args, |_| {}).await?;
+        serde_json::from_value(done).map_err(|e| failed(format!("module worker: {e}")))
+    }
+
     /// Validates `config` against the module's schema (every violation reported, nothing
     /// changed on error), renders its templates, writes `config.json`, runs `configure`.
     pub async fn configure(

@@ -20,7 +20,8 @@
 //!
 //! A method the file does not name falls back to the defaults: `exec`, `exec.stream`,
 //! `tail` and `http.get` are **off** (nobody); service control and lifecycle, modules,
-//! desired state and the read-only queries are open to the hub and every named key.
+//! desired state, the agent's self-update and the read-only queries are open to the hub and
+//! every named key.
 
 use crate::keys::PublicKey;
 use serde::Deserialize;
@@ -35,6 +36,7 @@ pub const OPEN_BY_DEFAULT: &[&str] = &[
     "module.*",
     "state.apply",
     "apply.cancel",
+    "agent.update",
     "events.query",
     "logs.query",
     "ops.ps",

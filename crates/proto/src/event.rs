@@ -55,6 +55,9 @@ pub enum EventKind {
     /// A message from the hub or a peer was run, refused or answered (the audit trail of
     /// remote requests).
     Message,
+    /// A self-update of the agent: switching to a new version, or how its trial ended
+    /// (committed or switched back, with the reason).
+    AgentUpdate,
 }
 
 impl EventKind {
@@ -84,6 +87,7 @@ impl EventKind {
             Self::AgentStopped => "agent_stopped",
             Self::Module => "module",
             Self::Message => "message",
+            Self::AgentUpdate => "agent_update",
         }
     }
 
@@ -133,6 +137,7 @@ mod tests {
             EventKind::SpawnFailed,
             EventKind::BuddyLost,
             EventKind::AgentStopped,
+            EventKind::AgentUpdate,
         ] {
             let json = serde_json::to_string(&k).expect("serialize");
             assert_eq!(json, format!("\"{}\"", k.as_str()));

@@ -205,6 +205,31 @@ pub enum AgentSub {
         #[arg(long)]
         json: bool,
     },
+    /// Update the running agent to another version of the signed `reeve-agent` module from
+    /// the registry. The agent must run under its launcher (`reeve-buddy launch`), which
+    /// starts the new agent on trial and switches back if it exits or is not healthy in
+    /// time. Services keep running, with the same pids. Exit status: 0 updated, 3 switched
+    /// back, 1 refused or failed.
+    #[command(
+        after_help = "Example: reeve agent update --version 0.2.0\n\nThe package is reeve-agent-VERSION[-OS-ARCH].tar.gz in the registry, signed by a\ntrusted key, with the new binaries in bin/ (reeve, reeve-buddy, reeve-modwork)."
+    )]
+    Update {
+        /// The version to switch to.
+        #[arg(long)]
+        version: String,
+        /// Allow a lower version than the running one.
+        #[arg(long)]
+        force: bool,
+        /// How long the new agent has to report healthy before the launcher switches back.
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        trial_timeout: std::time::Duration,
+        /// Return once the switch has started instead of waiting for its outcome.
+        #[arg(long)]
+        no_wait: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create this node's identity: its name and Ed25519 key pair (in the data directory).
     Init {
         #[command(flatten)]

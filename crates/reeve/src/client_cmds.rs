@@ -44,6 +44,20 @@ pub async fn agent_sub(socket: &Path, sub: AgentSub) -> Result<ExitCode> {
                 ExitCode::from(2)
             })
         }
+        AgentSub::Update {
+            version,
+            force,
+            trial_timeout,
+            no_wait,
+            json,
+        } => {
+            let req = reeve_agent::update::UpdateRequest {
+                version,
+                force,
+                trial_timeout_ms: Some(trial_timeout.as_millis() as u64),
+            };
+            crate::update_cmd::update(&c, req, no_wait, json).await
+        }
         AgentSub::Info { json } => {
             let i: AgentInfo = c.get("/v1/agent").await?;
             if json {

@@ -12,6 +12,7 @@ mod module_tools;
 mod node_cmds;
 mod state_cmds;
 mod top;
+mod update_cmd;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -2,7 +2,8 @@
 //! Policy was checked before any of these run. Implemented here: `exec` (through the
 //! detached runner), `ops.ps`, `service.start|stop|restart|reload|status`, `hello`
 //! (the node's facts), `events.query`, `logs.query`, `tail`, `state.apply` (desired
-//! state, with rollback), `apply.cancel` (stops the apply in progress; priority lane).
+//! state, with rollback), `apply.cancel` (stops the apply in progress; priority lane),
+//! `agent.update` (self-update through the launcher).
 
 use super::runner;
 use crate::service::ControlOp;
@@ -28,6 +29,8 @@ pub struct Ctx {
     pub node: String,
     /// Modules and desired state.
     pub modules: Arc<crate::modules::Modules>,
+    /// Self-update.
+    pub updater: Arc<crate::update::Updater>,
     /// Requests running now, by id (`ops.ps` lists them).
     pub running: std::sync::Mutex<std::collections::BTreeMap<String, Value>>,
 }
@@ -50,6 +53,7 @@ pub const METHODS: &[&str] = &[
     "service.status",
     "state.apply",
     "apply.cancel",
+    "agent.update",
 ];
 
 /// An error reply.
@@ -166,6 +170,7 @@ pub async fn call(ctx: &Arc<Ctx>, req: &Request, actor: &str, by_hub: bool) -> V
                 Err(e) => error(format!("invalid desired state: {e}")),
             }
         }
+        "agent.update" => agent_update(ctx, req, by_hub).await,
         "logs.query" => {
             let Some(name) = req.args.get("name").and_then(Value::as_str) else {
                 return error("logs.query needs args.name (a service)");
@@ -310,7 +315,7 @@ pub fn facts(ctx: &Ctx) -> Value {
         .filter(|s| s.state == reeve_proto::api::ServiceState::Running)
         .count();
     json!({
-        "agent_version": env!("CARGO_PKG_VERSION"),
+        "agent_version": ctx.updater.version(),
         "os": std::env::consts::OS,
         "arch": std::env::consts::ARCH,
         "hostname": hostname(),
@@ -324,6 +329,30 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+/// `agent.update`: stages the new agent; the switch happens once this reply is stored
+/// (`Node::run_loaded`), so the next agent never runs the request again.
+async fn agent_update(ctx: &Ctx, req: &Request, by_hub: bool) -> Value {
+    let update: crate::update::UpdateRequest = match serde_json::from_value(req.args.clone()) {
+        Ok(u) => u,
+        Err(e) => return error(format!("invalid agent.update arguments: {e}")),
+    };
+    let (tx, _rx) = tokio::sync::mpsc::channel(1);
+    match ctx.updater.stage(&ctx.modules, &update, by_hub, &tx).await {
+        Ok(staged) => {
+            let v = json!({
+                "status": "ok",
+                "from": staged.from,
+                "to": staged.to.version,
+                "trial_timeout_ms": staged.timeout.as_millis() as u64,
+                "note": "the agent restarts into the new version on trial; an agent_update event tells how it ended",
+            });
+            ctx.updater.hold(staged);
+            v
+        }
+        Err(e) => error(e.to_string()),
+    }
 }
 
 /// Is `p` a relative path that stays inside its base (no `..`, not absolute)?

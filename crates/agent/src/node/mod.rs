@@ -118,6 +118,7 @@ impl Node {
         sup: Arc<Supervisor>,
         log: EventLog,
         modules: Arc<crate::modules::Modules>,
+        updater: Arc<crate::update::Updater>,
     ) -> Result<Option<Arc<Self>>> {
         let Some(ident) = identity::load(data_dir)? else {
             return Ok(None);
@@ -151,6 +152,7 @@ impl Node {
             data_dir: data_dir.to_path_buf(),
             node: ident.file.name.clone(),
             modules,
+            updater,
             running: Default::default(),
         });
         Ok(Some(Arc::new(Self {
@@ -461,6 +463,14 @@ impl Node {
             self.audit(&request, &authorizer, &outcome, audit),
             self.complete(&request, reply)
         );
+        if request.method == "agent.update" && done.is_ok() {
+            // The reply is stored: the next agent will not run this request again.
+            let actor = format!("key:{}", request.from);
+            self.ctx
+                .updater
+                .switch_held(self.is_connected(), &actor, &self.ctx.log)
+                .await;
+        }
         done
     }
 

@@ -129,7 +129,7 @@
   const EVENT_KINDS = [
     'starting', 'running', 'healthy', 'unhealthy', 'exited', 'spawn_failed', 'backing_off', 'failed',
     'stopping', 'killed', 'stopped', 'signalled', 'action', 'config_changed', 'config_invalid',
-    'buddy_attached', 'buddy_lost', 'disagreement', 'log_dropped', 'agent_started', 'agent_stopped',
+    'buddy_attached', 'buddy_lost', 'disagreement', 'log_dropped', 'agent_started', 'agent_stopped', 'agent_update',
     'module', 'message',
   ];
 

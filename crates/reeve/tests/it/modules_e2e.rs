@@ -2,22 +2,15 @@
 //! serve a registry folder over real HTTP, install, configure with a port, start, reach the
 //! server on that port, stop, uninstall. Plus the refusals: no trusted key, bad config.
 
-use crate::helper::BoundedOutput;
+use crate::helper::registry::{Registry, free_port, publish, python3_present, serve};
 use crate::helper::{Agent, wait_for};
 use reeve_modules::{pack, sign};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 fn http_get(port: u16) -> Option<String> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -28,44 +21,6 @@ fn http_get(port: u16) -> Option<String> {
     Some(out)
 }
 
-/// A registry folder served by Python's http.server; killed on drop.
-struct Registry {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(dir: &Path) -> Registry {
-    let port = free_port();
-    let child = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--directory",
-        ])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 http.server");
-    wait_for(T, "registry server", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    Registry {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    }
-}
-
 /// Packs and signs the example module into `<root>/registry`, writes the public key to
 /// `<root>/trusted-keys/vendor.pub`.
 fn publish_example(root: &Path) -> PathBuf {
@@ -74,16 +29,6 @@ fn publish_example(root: &Path) -> PathBuf {
 
 fn example_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../modules/examples/my-server")
-}
-
-/// Packs and signs a module directory into the registry layout under `registry`.
-fn publish(dir: &Path, registry: &Path, name: &str, version: &str, key: &sign::SecretKey) {
-    let reg = registry.join(name).join(format!("{name}-{version}"));
-    std::fs::create_dir_all(&reg).expect("registry dir");
-    let package = pack::pack(dir, &reg).expect("pack");
-    let sig = sign::sign_package(&package, key).expect("sign");
-    let file = package.file_name().and_then(|n| n.to_str()).expect("name");
-    std::fs::write(reg.join(format!("{file}.minisig")), sig).expect("write sig");
 }
 
 fn publish_example_with_keys(root: &Path) -> (PathBuf, sign::KeyPair) {
@@ -225,13 +170,6 @@ fn start_agent(a: &mut Agent, registry: &str, keys: &Path) {
         .expect("agent");
     a.child = Some(child);
     wait_for(T, "agent", || a.cli(&["ps"]).status.success().then_some(()));
-}
-
-fn python3_present() -> bool {
-    Command::new("python3")
-        .arg("--version")
-        .bounded_output()
-        .is_ok()
 }
 
 #[test]

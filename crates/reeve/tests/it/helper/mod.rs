@@ -5,6 +5,7 @@
 
 pub mod hub;
 pub mod proxy;
+pub mod registry;
 
 use reeve_proto::api::ServiceStatus;
 use reeve_proto::event::Event;
