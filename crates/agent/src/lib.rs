@@ -79,29 +79,31 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     if let Some(r) = modules.recover(&sup).await {
         tracing::warn!(id = %r.id, outcome = %r.outcome, "finished an apply interrupted by a restart");
     }
-    let fleet_node =
-        match node::Node::open(
-            &cfg.data_dir,
-            sup.clone(),
-            log.clone(),
-            modules.clone(),
-            updater.clone(),
-        ) {
-            Ok(Some(n)) => {
-                node::spawn(n.clone()).await?;
-                Some(n)
-            }
-            Ok(None) => {
-                tracing::info!("not joined to a hub: running stand-alone");
-                None
-            }
-            Err(e) => return Err(e.context("cannot start the node's hub link")),
-        };
+    let fleet_node = match node::Node::open(
+        &cfg.data_dir,
+        sup.clone(),
+        log.clone(),
+        modules.clone(),
+        updater.clone(),
+    ) {
+        Ok(Some(n)) => {
+            node::spawn(n.clone()).await?;
+            Some(n)
+        }
+        Ok(None) => {
+            tracing::info!("not joined to a hub: running stand-alone");
+            None
+        }
+        Err(e) => return Err(e.context("cannot start the node's hub link")),
+    };
     // The buddies are re-attached: on a trial boot, healthy once the hub is reached too.
-    updater.report_health(fleet_node.clone().map(|n| {
-        let connected: Box<dyn Fn() -> bool + Send + Sync> = Box::new(move || n.is_connected());
-        connected
-    }));
+    updater.report_health(
+        fleet_node.clone().map(|n| {
+            let connected: Box<dyn Fn() -> bool + Send + Sync> = Box::new(move || n.is_connected());
+            connected
+        }),
+        log.clone(),
+    );
     let state = api::ApiState {
         sup: sup.clone(),
         modules: modules.clone(),

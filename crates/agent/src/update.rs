@@ -20,8 +20,8 @@ use crate::service::ControlError;
 use reeve_modules::identity::ModuleRef;
 use reeve_proto::event::EventKind;
 use reeve_proto::launcher::{
-    AgentPackage, ENV_FD, ENV_HOME, ENV_PACKAGE, ENV_TRIAL, LauncherState, STATE_FILE,
-    ToLauncher, VERSIONS_DIR,
+    AgentPackage, ENV_FD, ENV_HOME, ENV_PACKAGE, ENV_TRIAL, LauncherState, STATE_FILE, ToLauncher,
+    VERSIONS_DIR,
 };
 use semver::Version;
 use serde::{Deserialize, Serialize};
@@ -188,9 +188,9 @@ impl Updater {
 
     /// Is this agent on trial (started so, and the launcher has not committed it yet)?
     pub fn on_trial(&self) -> bool {
-        self.launcher.as_ref().is_some_and(|l| {
-            l.trial.is_some() && l.state().is_some_and(|s| s.trial.is_some())
-        })
+        self.launcher
+            .as_ref()
+            .is_some_and(|l| l.trial.is_some() && l.state().is_some_and(|s| s.trial.is_some()))
     }
 
     /// Resolves once a switch was sent (the agent then exits for the launcher).
@@ -275,7 +275,11 @@ impl Updater {
 
     /// Switches to the update [`hold`](Self::hold) kept, if any.
     pub async fn switch_held(&self, need_hub: bool, actor: &str, log: &EventLog) {
-        let held = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let held = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(staged) = held
             && let Err(e) = self.switch(staged, need_hub, actor, log).await
         {
@@ -323,10 +327,12 @@ impl Updater {
     }
 
     /// On a trial boot: reports healthy to the launcher once `connected` answers true (when
-    /// the trial needs the hub) — call after the supervisor has re-attached the buddies.
+    /// the trial needs the hub) — call after the supervisor has re-attached the buddies —
+    /// and records the commit in `log`.
     pub fn report_health(
         self: &std::sync::Arc<Self>,
         connected: Option<Box<dyn Fn() -> bool + Send + Sync>>,
+        log: EventLog,
     ) {
         let Some(need_hub) = self.launcher.as_ref().and_then(|l| l.trial) else {
             return;
@@ -344,11 +350,19 @@ impl Updater {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
-            if let Some(l) = &me.launcher {
-                match l.send(&ToLauncher::Healthy) {
-                    Ok(()) => tracing::info!("reported healthy to the launcher"),
-                    Err(e) => tracing::error!("cannot report healthy to the launcher: {e}"),
+            let Some(l) = &me.launcher else { return };
+            if let Err(e) = l.send(&ToLauncher::Healthy) {
+                tracing::error!("cannot report healthy to the launcher: {e}");
+                return;
+            }
+            tracing::info!("reported healthy to the launcher");
+            // Record the commit once the launcher has written it.
+            for _ in 0..100 {
+                if l.state().is_some_and(|s| s.trial.is_none()) {
+                    me.record_outcome(&log).await;
+                    return;
                 }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
     }
@@ -367,7 +381,10 @@ impl Updater {
         if seen.as_deref() == Some(last.at_ms.to_string().as_str()) {
             return;
         }
-        let from = last.from.clone().unwrap_or_else(|| "(launcher default)".into());
+        let from = last
+            .from
+            .clone()
+            .unwrap_or_else(|| "(launcher default)".into());
         let message = if last.committed {
             format!("updated from agent {from} to {}", last.version)
         } else {

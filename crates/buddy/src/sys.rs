@@ -199,14 +199,23 @@ pub fn inheritable_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((read, write))
 }
 
-/// Makes the child that `cmd` spawns receive `sig` when this process dies, so an agent
-/// never outlives its launcher unsupervised.
-pub fn parent_death_signal(cmd: &mut std::process::Command, sig: libc::c_int) {
+/// Prepares the child that `cmd` spawns: an empty signal mask (the caller blocks the
+/// signals its signalfd reads, and a mask survives exec) and `sig` when this process dies,
+/// so an agent never outlives its launcher unsupervised.
+pub fn child_of_launcher(cmd: &mut std::process::Command, sig: libc::c_int) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec and only calls prctl, which
-    // is async-signal-safe and touches no memory of the parent.
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // sigemptyset, sigprocmask and prctl, which are async-signal-safe and touch only the
+    // child's own stack.
     unsafe {
         cmd.pre_exec(move || {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            cvt(libc::sigemptyset(&mut set))?;
+            cvt(libc::sigprocmask(
+                libc::SIG_SETMASK,
+                &set,
+                std::ptr::null_mut(),
+            ))?;
             cvt(libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong))?;
             Ok(())
         });

@@ -211,6 +211,7 @@ pub enum AgentSub {
     /// time. Services keep running, with the same pids. Exit status: 0 updated, 3 switched
     /// back, 1 refused or failed.
     #[command(
+        disable_version_flag = true,
         after_help = "Example: reeve agent update --version 0.2.0\n\nThe package is reeve-agent-VERSION[-OS-ARCH].tar.gz in the registry, signed by a\ntrusted key, with the new binaries in bin/ (reeve, reeve-buddy, reeve-modwork)."
     )]
     Update {

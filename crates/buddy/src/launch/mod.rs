@@ -251,7 +251,7 @@ impl Launcher {
                 timeout_ms.div_ceil(1000)
             ));
         }
-        sys::parent_death_signal(&mut cmd, libc::SIGTERM);
+        sys::child_of_launcher(&mut cmd, libc::SIGTERM);
         let child = cmd
             .spawn()
             .map_err(|e| format!("{}: {e}", PathBuf::from(&program).display()))?;
@@ -275,7 +275,11 @@ impl Launcher {
         let mut timed_out = false;
         let mut kill_at: Option<Instant> = None;
         loop {
-            let due = if on_trial { kill_at.or(deadline) } else { kill_at };
+            let due = if on_trial {
+                kill_at.or(deadline)
+            } else {
+                kill_at
+            };
             let timeout = due.map_or(-1, |d| {
                 d.saturating_duration_since(Instant::now())
                     .as_millis()

@@ -129,13 +129,19 @@ pub fn load(home: &Path) -> (LauncherState, Option<String>) {
             Ok(s) => (s, None),
             Err(e) => (
                 LauncherState::default(),
-                Some(format!("{} is damaged ({e}); starting afresh", path.display())),
+                Some(format!(
+                    "{} is damaged ({e}); starting afresh",
+                    path.display()
+                )),
             ),
         },
         Err(e) if e.kind() == io::ErrorKind::NotFound => (LauncherState::default(), None),
         Err(e) => (
             LauncherState::default(),
-            Some(format!("cannot read {} ({e}); starting afresh", path.display())),
+            Some(format!(
+                "cannot read {} ({e}); starting afresh",
+                path.display()
+            )),
         ),
     }
 }

@@ -20,4 +20,5 @@ mod modules_e2e;
 mod ordering;
 mod output_stream;
 mod process_setup;
+mod self_update;
 mod supervision;

@@ -175,15 +175,41 @@ impl Agent {
     /// The command line of `reeve agent` for this fixture.
     pub fn agent_command(&self) -> Command {
         let mut c = Command::new(reeve_bin());
-        c.arg("agent")
-            .arg("--allow-root")
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .arg("--services-dir")
-            .arg(self.services_dir())
-            .arg("--buddy-path")
-            .arg(buddy_bin())
-            .env("XDG_RUNTIME_DIR", self.dir.path().join("rt"))
+        c.args(self.agent_args());
+        self.agent_env(&mut c);
+        c
+    }
+
+    /// The command line of `reeve-buddy launch --home HOME -- reeve agent …` for this
+    /// fixture: the agent under its launcher.
+    pub fn launcher_command(&self, home: &Path, extra: &[&str]) -> Command {
+        let mut c = Command::new(buddy_bin());
+        c.arg("launch")
+            .arg("--home")
+            .arg(home)
+            .arg("--")
+            .arg(reeve_bin())
+            .args(self.agent_args())
+            .args(extra);
+        self.agent_env(&mut c);
+        c
+    }
+
+    fn agent_args(&self) -> Vec<std::ffi::OsString> {
+        vec![
+            "agent".into(),
+            "--allow-root".into(),
+            "--data-dir".into(),
+            self.data_dir().into(),
+            "--services-dir".into(),
+            self.services_dir().into(),
+            "--buddy-path".into(),
+            buddy_bin().into(),
+        ]
+    }
+
+    fn agent_env(&self, c: &mut Command) {
+        c.env("XDG_RUNTIME_DIR", self.dir.path().join("rt"))
             .env(
                 "REEVE_LOG",
                 std::env::var("IT_AGENT_LOG").unwrap_or("error".into()),
@@ -191,7 +217,6 @@ impl Agent {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        c
     }
 
     /// Starts the agent and waits until it answers.
