@@ -125,7 +125,8 @@ pub struct SendArgs {
     /// The method: exec, exec.stream (output shown as it comes), service.start|stop|
     /// restart|reload|status, ops.ps, events.query, …
     pub method: String,
-    /// The method's words: exec ARGV…, service.* NAME, tail FILE, http.get URL.
+    /// The method's words: exec ARGV…, service.* NAME, tail FILE, http.get URL,
+    /// agent.update VERSION.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub words: Vec<String>,
 }
@@ -152,6 +153,7 @@ fn method_args(a: &SendArgs) -> Result<Value> {
         }
         "tail" => json!({ "path": w.first().context("tail needs a file")? }),
         "http.get" => json!({ "url": w.first().context("http.get needs a URL")? }),
+        "agent.update" => json!({ "version": w.first().context("agent.update needs a version")? }),
         _ if w.is_empty() => json!({}),
         m => bail!("{m}: give its arguments with --args JSON"),
     })

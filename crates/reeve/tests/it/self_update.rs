@@ -8,6 +8,8 @@
 //! (a package of the real debug binary would be hundreds of megabytes), for the broken ones
 //! it crashes or hangs. The launcher tells the agent which package version it runs.
 
+use crate::fleet::{joined, send};
+use crate::helper::hub::Hub;
 use crate::helper::registry::{Registry, publish, python3_present, serve};
 use crate::helper::{Agent, reeve_bin, wait_for};
 use reeve_modules::sign;
@@ -27,11 +29,15 @@ struct Fixture {
 
 /// An agent with one `sleep` service under its launcher, a registry and a trusted key.
 fn launched() -> Option<Fixture> {
+    launched_as(Agent::new())
+}
+
+/// Like [`launched`], with the agent fixture `a` (a node joined to a hub, say).
+fn launched_as(mut a: Agent) -> Option<Fixture> {
     if !python3_present() {
         eprintln!("SKIPPED: python3 is missing (scripts/test installs it)");
         return None;
     }
-    let mut a = Agent::new();
     a.service("sleeper", "command = [\"sleep\", \"1000\"]\n");
     let root = a.dir.path().to_path_buf();
     let reg_dir = root.join("registry");
@@ -147,6 +153,65 @@ fn a_good_update_is_committed_and_services_keep_their_pids() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("already runs 0.2.0"), "{stderr}");
     drop(f.reg);
+}
+
+#[test]
+fn an_operator_updates_a_node_through_the_hub_and_it_comes_back_online() {
+    let hub = Hub::start();
+    let alice = hub.operator("alice", "operator");
+    let Some(mut f) = launched_as(joined(&hub, "n1", &[&alice])) else {
+        return;
+    };
+    hub.wait_online(&alice, "n1");
+    let service_pid = sleeper_pid(&mut f.a);
+    let before = info(&f.a);
+    publish_agent(
+        &f,
+        "0.2.0",
+        &format!("#!/bin/sh\nexec '{}' \"$@\"\n", reeve_bin().display()),
+    );
+    let r = send(
+        &hub,
+        &alice,
+        &["--to", "n1", "--wait", "30s", "agent.update", "0.2.0"],
+    );
+    assert_eq!(r["reply"]["status"], "ok", "{r}");
+    assert_eq!(r["reply"]["to"], "0.2.0", "{r}");
+    // The new agent was on trial until it reached the hub again; its facts say 0.2.0.
+    wait_for(T, "n1 reporting agent 0.2.0", || {
+        let (_, n) = hub.api(&alice, "GET", "/api/v1/nodes/n1", None);
+        (n["facts"]["agent_version"] == "0.2.0" && n["online"] == true).then_some(())
+    });
+    wait_for(T, "the launcher's commit", || {
+        let state = std::fs::read_to_string(f.home.join("launcher.json")).ok()?;
+        let state: serde_json::Value = serde_json::from_str(&state).ok()?;
+        (state["current"]["version"] == "0.2.0" && state["trial"].is_null()).then_some(())
+    });
+    let st: serde_json::Value =
+        serde_json::from_str(&f.a.ok(&["agent", "info", "--json"])).expect("info");
+    assert_ne!(st["pid"], before["pid"]);
+    assert_eq!(
+        sleeper_pid(&mut f.a),
+        service_pid,
+        "the service never restarted"
+    );
+    // A lower version needs force.
+    let r = send(
+        &hub,
+        &alice,
+        &[
+            "--to",
+            "n1",
+            "--wait",
+            "30s",
+            "--args",
+            r#"{"version":"0.1.0"}"#,
+            "agent.update",
+        ],
+    );
+    assert_eq!(r["reply"]["status"], "error", "{r}");
+    let why = r["reply"]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("downgrade needs force"), "{r}");
 }
 
 #[test]
