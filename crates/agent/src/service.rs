@@ -278,7 +278,11 @@ impl Actor {
     }
 
     fn spec(&self) -> reeve_proto::buddy::BuddySpec {
-        let env: Vec<(String, String)> = std::env::vars().collect();
+        // The agent's environment, without what its launcher told the agent alone (it
+        // changes with every update and means nothing to a service).
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| !reeve_proto::launcher::is_launcher_variable(k))
+            .collect();
         self.def.buddy_spec(&self.cfg.log_dir(self.name()), &env)
     }
 

@@ -23,6 +23,12 @@ pub const ENV_TRIAL: &str = "REEVE_LAUNCHER_TRIAL";
 /// Environment variable: the package version the launcher started (absent for the
 /// program named on the launcher's command line).
 pub const ENV_PACKAGE: &str = "REEVE_AGENT_PACKAGE";
+/// Is `name` one of the variables the launcher sets for the agent alone (services never
+/// inherit them)?
+pub fn is_launcher_variable(name: &str) -> bool {
+    [ENV_FD, ENV_HOME, ENV_TRIAL, ENV_PACKAGE].contains(&name)
+}
+
 /// The state file, in the launcher's home.
 pub const STATE_FILE: &str = "launcher.json";
 /// Unpacked agent packages, one folder per version, in the launcher's home.

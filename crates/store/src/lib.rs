@@ -30,9 +30,9 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
-    /// The file was written by a newer reeve.
+    /// The file was written by a newer reeve with an incompatible schema (a new epoch).
     #[error(
-        "the store at {path} has schema version {found}, newer than this reeve knows ({known})"
+        "the store at {path} has schema version {found}, which this reeve cannot read (it knows up to {known})"
     )]
     TooNew {
         /// The database file.

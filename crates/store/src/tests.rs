@@ -114,17 +114,38 @@ fn service_records_and_buddy_positions() -> std::result::Result<(), Box<dyn std:
 }
 
 #[test]
-fn newer_schema_is_refused() -> std::result::Result<(), Box<dyn std::error::Error>> {
+fn a_schema_of_a_newer_epoch_is_refused() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("agent.db");
     {
         let c = Connection::open(&path)?;
-        c.pragma_update(None, "user_version", 99)?;
+        c.pragma_update(None, "user_version", 1001)?;
     }
     match Store::open(&path) {
-        Err(StoreError::TooNew { found: 99, .. }) => Ok(()),
+        Err(StoreError::TooNew { found: 1001, .. }) => Ok(()),
         other => Err(format!("expected TooNew, got {:?}", other.err()).into()),
     }
+}
+
+#[test]
+fn an_older_agent_opens_a_store_a_newer_one_migrated_additively()
+-> std::result::Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("agent.db");
+    drop(Store::open(&path)?);
+    {
+        // What a newer agent's additive migration leaves: one more table, a higher version.
+        let c = Connection::open(&path)?;
+        let v: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        c.execute_batch("CREATE TABLE from_the_future (x INTEGER);")?;
+        c.pragma_update(None, "user_version", v + 1)?;
+    }
+    let store = Store::open(&path)?;
+    assert!(store.services()?.is_empty());
+    let c = Connection::open(&path)?;
+    let v: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    assert!(v > 1, "the newer version is kept ({v})");
+    Ok(())
 }
 
 #[test]
