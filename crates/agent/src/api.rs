@@ -99,6 +99,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/agent", get(agent_info))
         .route("/v1/agent/update", get(update_status).post(update_agent))
+        .route("/v1/buddies/reexec", post(reexec_buddies))
         .route("/v1/services", get(list_services))
         .route("/v1/services/{name}", get(get_service))
         .route("/v1/services/{name}/logs", get(logs))
@@ -556,6 +557,51 @@ async fn update_agent(
         .switch(staged, need_hub, &peer.actor(), &s.log)
         .await?;
     Ok(Json(body))
+}
+
+/// Body of `POST /v1/buddies/reexec`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReexecBody {
+    /// The buddy binary to run (default: the agent's `buddy_path`).
+    path: Option<String>,
+}
+
+/// Re-executes every buddy into the new buddy binary; the services keep running.
+async fn reexec_buddies(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    body: Option<Json<ReexecBody>>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let path = match body.and_then(|Json(b)| b.path) {
+        Some(p) if std::path::Path::new(&p).is_absolute() => p,
+        Some(p) => {
+            return Err(AppError(
+                StatusCode::BAD_REQUEST,
+                format!("path {p:?} must be absolute"),
+            ));
+        }
+        None => s
+            .sup
+            .buddy_binary()
+            .map(|p| p.display().to_string())
+            .ok_or_else(|| {
+                AppError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the agent's buddy binary was not found".into(),
+                )
+            })?,
+    };
+    let results = s.sup.reexec_buddies(&path, &peer.actor(), false).await;
+    let (done, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(|(_, r)| r.is_ok());
+    Ok(Json(serde_json::json!({
+        "path": path,
+        "done": done.into_iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        "failed": failed
+            .into_iter()
+            .map(|(n, r)| serde_json::json!({"service": n, "error": r.err().map(|e| e.to_string())}))
+            .collect::<Vec<_>>(),
+    })))
 }
 
 /// Query of `POST /v1/state/apply`.

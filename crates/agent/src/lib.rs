@@ -104,6 +104,22 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         }),
         log.clone(),
     );
+    if updater.on_trial() {
+        // Once committed, the buddies move to this agent's buddy binary (their services
+        // keep running); buddies too old to re-execute keep theirs.
+        let (u, s) = (updater.clone(), sup.clone());
+        tokio::spawn(async move {
+            u.committed().await;
+            let Some(path) = s.buddy_binary() else { return };
+            let path = path.display().to_string();
+            for (name, r) in s.reexec_buddies(&path, "agent", true).await {
+                match r {
+                    Ok(()) => tracing::info!(service = %name, "buddy re-executed into {path}"),
+                    Err(e) => tracing::warn!(service = %name, "buddy not re-executed: {e}"),
+                }
+            }
+        });
+    }
     let state = api::ApiState {
         sup: sup.clone(),
         modules: modules.clone(),
@@ -180,7 +196,8 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     Ok(())
 }
 
-fn which(p: &std::path::Path) -> Option<std::path::PathBuf> {
+/// `p` looked up in `PATH` when it is a bare name; `None` for a path or when not found.
+pub(crate) fn which(p: &std::path::Path) -> Option<std::path::PathBuf> {
     if p.components().count() > 1 {
         return None;
     }

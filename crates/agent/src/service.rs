@@ -65,12 +65,15 @@ impl std::fmt::Display for ControlError {
     }
 }
 
+mod reexec;
+
 type ControlReply = oneshot::Sender<Result<(), ControlError>>;
 
 enum Cmd {
     Control(ControlOp, String, ControlReply),
     Update(Arc<ServiceDef>, oneshot::Sender<()>),
     Remove(String, oneshot::Sender<()>),
+    Reexec(String, String, ControlReply),
 }
 
 /// A health check's outcome for the service process with this pid (boxed, like every
@@ -107,6 +110,19 @@ impl ServiceHandle {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Box::new(Cmd::Control(op, actor.to_owned(), tx)))
+            .await
+            .map_err(|_| ControlError::Failed("the service's actor has stopped".into()))?;
+        rx.await
+            .map_err(|_| ControlError::Failed("the service's actor has stopped".into()))?
+    }
+
+    /// Re-executes the service's buddy into the buddy binary `path`, keeping the service
+    /// running (see `reeve_proto::buddy::Op::Reexec`); returns once the agent has
+    /// re-attached to it.
+    pub async fn reexec(&self, path: &str, actor: &str) -> Result<(), ControlError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Box::new(Cmd::Reexec(path.to_owned(), actor.to_owned(), tx)))
             .await
             .map_err(|_| ControlError::Failed("the service's actor has stopped".into()))?;
         rx.await
@@ -189,6 +205,8 @@ struct Actor {
     frames_tx: buddy_conn::MsgTx,
     health_tx: mpsc::Sender<HealthMsg>,
     lost_streak: u32,
+    /// A re-exec under way: the request's id, whether the buddy accepted it, the caller.
+    reexec: Option<reexec::Pending>,
 }
 
 /// The service pid a record remembers, if the machine has not rebooted since (after a
@@ -249,6 +267,7 @@ pub async fn spawn(
         health: HealthState::default(),
         health_task: None,
         pending: HashMap::new(),
+        reexec: None,
         removing: None,
         status_tx,
         frames_tx,
@@ -573,6 +592,7 @@ impl Actor {
                 }
                 let _ = done.send(());
             }
+            Cmd::Reexec(path, actor, reply) => self.start_reexec(path, actor, reply).await,
             Cmd::Remove(actor, done) => {
                 self.stop_health();
                 self.record(
@@ -714,6 +734,9 @@ impl Actor {
                 BuddyMsg::Frame(f) => match f {
                     Frame::Event(e) => entries.push(e),
                     Frame::Reply { id, reply } => {
+                        if self.reexec_answered(id, &reply) {
+                            continue;
+                        }
                         let res = match reply {
                             Reply::Error { message } => Err(ControlError::BadRequest(message)),
                             _ => Ok(()),
@@ -737,6 +760,9 @@ impl Actor {
                         let _ = self.log.delete_service(&self.def.name).await;
                         self.publish();
                         return;
+                    }
+                    if self.resume_after_reexec().await {
+                        continue;
                     }
                     let why = error.unwrap_or_else(|| "its socket closed".into());
                     self.buddy_lost(&why).await;

@@ -204,6 +204,45 @@ impl Supervisor {
         not_ready
     }
 
+    /// The buddy binary new buddies run, as an absolute path (looked up in `PATH` when the
+    /// setting is a bare name).
+    pub fn buddy_binary(&self) -> Option<std::path::PathBuf> {
+        let p = &self.cfg.buddy_path;
+        let found = if p.components().count() > 1 {
+            Some(p.clone())
+        } else {
+            crate::which(p)
+        };
+        found.and_then(|f| std::fs::canonicalize(f).ok())
+    }
+
+    /// Re-executes every service's buddy into the buddy binary `path`, one after another;
+    /// the services keep running. `only_other`: skip buddies that already run `path`.
+    /// Answers each service's outcome.
+    pub async fn reexec_buddies(
+        &self,
+        path: &str,
+        actor: &str,
+        only_other: bool,
+    ) -> Vec<(String, Result<(), ControlError>)> {
+        let wanted = std::fs::canonicalize(path).ok();
+        let mut out = Vec::new();
+        for h in self.handles_in_order() {
+            if only_other {
+                let exe = h
+                    .status()
+                    .buddy_pid
+                    .and_then(|b| std::fs::read_link(format!("/proc/{b}/exe")).ok());
+                if exe.is_none() || exe == wanted {
+                    continue;
+                }
+            }
+            let r = h.reexec(path, actor).await;
+            out.push((h.def().name.clone(), r));
+        }
+        out
+    }
+
     /// Stops every service in reverse dependency order, each completely before the next.
     pub async fn stop_all(&self, actor: &str) -> Vec<String> {
         let mut failed = Vec::new();

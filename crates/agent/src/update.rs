@@ -152,6 +152,8 @@ pub struct Updater {
     package: Option<String>,
     /// Set once a switch was sent: the agent's main loop exits.
     exit: tokio::sync::watch::Sender<bool>,
+    /// Set once the launcher committed this agent (after a trial boot).
+    committed: tokio::sync::watch::Sender<bool>,
     /// A staged update waiting for its request's reply to be stored (`agent.update`).
     pending: std::sync::Mutex<Option<Staged>>,
 }
@@ -163,6 +165,7 @@ impl Updater {
             launcher: Launcher::from_env(),
             package: std::env::var(ENV_PACKAGE).ok(),
             exit: tokio::sync::watch::Sender::new(false),
+            committed: tokio::sync::watch::Sender::new(false),
             pending: std::sync::Mutex::new(None),
         }
     }
@@ -191,6 +194,13 @@ impl Updater {
         self.launcher
             .as_ref()
             .is_some_and(|l| l.trial.is_some() && l.state().is_some_and(|s| s.trial.is_some()))
+    }
+
+    /// Resolves once the launcher has committed this agent after its trial boot (never on
+    /// a boot that is not a trial).
+    pub async fn committed(&self) {
+        let mut rx = self.committed.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
     }
 
     /// Resolves once a switch was sent (the agent then exits for the launcher).
@@ -360,6 +370,7 @@ impl Updater {
             for _ in 0..100 {
                 if l.state().is_some_and(|s| s.trial.is_none()) {
                     me.record_outcome(&log).await;
+                    me.committed.send_replace(true);
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1,6 +1,9 @@
 //! `reeve-buddy`: the per-service monitor (DESIGN §2.3).
 //!
-//! `reeve-buddy --dir RUN_DIR [--foreground|--detach] [--start|--no-start]`
+//! `reeve-buddy --dir RUN_DIR [--foreground|--detach] [--start|--no-start] [--resume]`
+//!
+//! `--resume` is what a buddy re-executes itself with (`Op::Reexec`, see
+//! `daemon/reexec.rs`): it takes over from the previous program of the same process.
 //!
 //! The buddy changes into RUN_DIR first and uses relative paths for everything in it (so
 //! the socket path never hits the 107-byte limit). Without `--foreground` it daemonizes:
@@ -38,7 +41,8 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: reeve-buddy --dir RUN_DIR [--foreground|--detach] [--start|--no-start]
+const USAGE: &str =
+    "usage: reeve-buddy --dir RUN_DIR [--foreground|--detach] [--start|--no-start] [--resume]
        reeve-buddy launch --home DIR -- PROGRAM [ARGS...]
        reeve-buddy --version
 
@@ -83,6 +87,7 @@ fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Cmd, String> {
     let mut foreground = false;
     let mut detach = false;
     let mut start = true;
+    let mut resume = false;
     while let Some(a) = args.next() {
         match a.to_str() {
             Some("--version" | "-V") => return Ok(Cmd::Version),
@@ -91,6 +96,7 @@ fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Cmd, String> {
             Some("--detach") => detach = true,
             Some("--start") => start = true,
             Some("--no-start") => start = false,
+            Some("--resume") => resume = true,
             Some("--dir") => {
                 dir = Some(PathBuf::from(args.next().ok_or("--dir needs a value")?));
             }
@@ -107,6 +113,7 @@ fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Cmd, String> {
         foreground,
         detach,
         start,
+        resume,
     }))
 }
 
@@ -130,6 +137,20 @@ fn main() -> ExitCode {
     if let Err(e) = std::env::set_current_dir(&opts.dir) {
         eprintln!("reeve-buddy: cannot enter {}: {e}", opts.dir.display());
         return ExitCode::FAILURE;
+    }
+    if opts.resume {
+        // This process was a buddy that re-executed itself: already detached, stdio on
+        // /dev/null, the service its child.
+        return match daemon::Buddy::resume(&opts) {
+            Ok(mut b) => {
+                b.sync_journal();
+                ExitCode::from(b.run())
+            }
+            Err(e) => {
+                eprintln!("reeve-buddy: cannot resume after a re-exec: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if opts.foreground {
         return match daemon::Buddy::prepare(&opts) {

@@ -107,6 +107,25 @@ impl Output {
         Ok(())
     }
 
+    /// Takes one inherited read end (a re-executed buddy's handoff).
+    pub fn adopt_stream(&mut self, fd: OwnedFd, marker: u8) -> io::Result<()> {
+        crate::sys::set_nonblocking(fd.as_fd())?;
+        self.streams.push(Stream {
+            file: File::from(fd),
+            marker,
+            partial: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// The open streams' descriptors and markers (for a handoff).
+    pub fn stream_fds(&self) -> Vec<(BorrowedFd<'_>, u8)> {
+        self.streams
+            .iter()
+            .map(|s| (s.file.as_fd(), s.marker))
+            .collect()
+    }
+
     /// Descriptors to poll for reading.
     pub fn fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
         self.streams.iter().map(|s| s.file.as_fd())

@@ -222,6 +222,38 @@ pub fn child_of_launcher(cmd: &mut std::process::Command, sig: libc::c_int) {
     }
 }
 
+/// Sets or clears close-on-exec on `fd`.
+pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let flag = if on { libc::FD_CLOEXEC } else { 0 };
+    // SAFETY: F_SETFD on a valid borrowed descriptor.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flag) }).map(|_| ())
+}
+
+/// Takes ownership of descriptor `fd` inherited across an exec (a re-executed buddy's
+/// handoff); `None` if it is not open. Marks it close-on-exec again.
+pub fn adopt_fd(fd: RawFd) -> Option<OwnedFd> {
+    if fd < 3 || !fd_is_open(fd) {
+        return None;
+    }
+    // SAFETY: the handoff names descriptors the previous program of this process kept open
+    // for us; nothing else in this fresh process owns them (checked open just above).
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let _ = set_cloexec(owned.as_fd(), true);
+    Some(owned)
+}
+
+/// execv(2) of `path` with `args` (argv[0] included) and the current environment, keeping
+/// the signal mask (a pending SIGCHLD or SIGTERM stays pending for the new program). Returns
+/// only on failure.
+pub fn exec(path: &std::ffi::CStr, args: &[&std::ffi::CStr]) -> io::Error {
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    // SAFETY: `path` and every argument are NUL-terminated strings that outlive the call;
+    // `argv` is NULL-terminated. On success execv does not return.
+    unsafe { libc::execv(path.as_ptr(), argv.as_ptr()) };
+    io::Error::last_os_error()
+}
+
 /// Result of [`fork_daemon`].
 pub enum Forked {
     /// In the parent.

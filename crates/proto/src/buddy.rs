@@ -30,6 +30,8 @@ pub mod files {
     pub const JOURNAL: &str = "journal";
     /// The buddy's own diagnostics (what it cannot report over the socket).
     pub const BUDDY_LOG: &str = "buddy.log";
+    /// What a buddy hands to the program it re-executes into ([`super::Handoff`]).
+    pub const HANDOFF: &str = "handoff.json";
 }
 
 /// How a service is restarted when it exits on its own.
@@ -197,6 +199,78 @@ pub enum Op {
     /// Stop the service and exit the buddy once the journal is acknowledged or after the
     /// stop completes (used when a service is removed).
     Shutdown,
+    /// Replace the buddy's program with `path` (a newer `reeve-buddy`) without letting go of
+    /// the service: the buddy answers `Ok`, closes this connection, writes a [`Handoff`] and
+    /// execs `path --dir . --resume`, keeping its pid (so its identity), the service as its
+    /// child, the output pipes and the socket. Refused while the service is stopping. A
+    /// buddy that cannot exec carries on as it was (its log says why). Buddies older than
+    /// this op answer an error and keep running.
+    Reexec {
+        /// The new buddy binary (absolute path).
+        path: String,
+    },
+}
+
+/// Version of the [`Handoff`] format.
+pub const HANDOFF_VERSION: u32 = 1;
+
+/// What a buddy that re-executes itself hands to its new program (in `handoff.json`,
+/// written durably just before the exec; the new program reads and deletes it). Times are
+/// relative (ages, time left), since monotonic clocks do not survive an exec.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Handoff {
+    /// [`HANDOFF_VERSION`].
+    pub version: u32,
+    /// The listening socket's descriptor.
+    pub listener_fd: i32,
+    /// The run-directory lock's descriptor (the lock stays held across the exec).
+    pub lock_fd: i32,
+    /// The service's output pipes: descriptor and marker (`o` stdout, `e` stderr).
+    pub streams: Vec<(i32, char)>,
+    /// The service's state.
+    pub svc: HandoffSvc,
+    /// The buddy's monotonic clock (ms since it started) at the exec.
+    pub mono_ms: u64,
+    /// Failures in a row.
+    pub consecutive_failures: u32,
+    /// Restart times within the window, on the buddy's monotonic clock (ms).
+    pub restart_times: Vec<u64>,
+    /// Restarts so far.
+    pub restarts: u64,
+    /// Whether the service was ever spawned.
+    pub spawned_once: bool,
+    /// The last exit.
+    pub last_exit: Option<ExitStatus>,
+    /// When the current state was entered (ms since the epoch).
+    pub since_ms: u64,
+    /// Output bytes dropped in all.
+    pub dropped_total: u64,
+    /// Output bytes dropped and not yet journaled.
+    pub dropped_unreported: u64,
+}
+
+/// The service's state in a [`Handoff`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum HandoffSvc {
+    /// Not running.
+    Stopped,
+    /// Restart limits reached.
+    Failed,
+    /// Running.
+    Running {
+        /// Its pid.
+        pid: u32,
+        /// How long it has run (ms).
+        age_ms: u64,
+        /// Time left until it counts as healthy (ms), if that is still pending.
+        healthy_in_ms: Option<u64>,
+    },
+    /// Waiting to restart.
+    BackingOff {
+        /// Time left (ms).
+        in_ms: u64,
+    },
 }
 
 /// The buddy's answer to one request.

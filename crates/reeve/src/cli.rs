@@ -231,6 +231,17 @@ pub enum AgentSub {
         #[arg(long)]
         json: bool,
     },
+    /// Re-execute every running buddy into the agent's buddy binary (after an update
+    /// brought a new one): each keeps its pid and its service, which never stops. Buddies
+    /// too old to know how keep running as they are.
+    ReexecBuddies {
+        /// The buddy binary to run [default: the agent's buddy_path]
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create this node's identity: its name and Ed25519 key pair (in the data directory).
     Init {
         #[command(flatten)]

@@ -2,7 +2,7 @@
 
 use crate::cli::{AgentSub, Command, ControlArgs};
 use crate::format;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use reeve_agent::client::{Client, segment};
 use reeve_proto::api::{AgentInfo, LogLines, ReloadReport, ServiceState, ServiceStatus};
 use reeve_proto::event::Event;
@@ -57,6 +57,39 @@ pub async fn agent_sub(socket: &Path, sub: AgentSub) -> Result<ExitCode> {
                 trial_timeout_ms: Some(trial_timeout.as_millis() as u64),
             };
             crate::update_cmd::update(&c, req, no_wait, json).await
+        }
+        AgentSub::ReexecBuddies { path, json } => {
+            let body = match path {
+                Some(p) => {
+                    let p = std::fs::canonicalize(&p)
+                        .with_context(|| format!("cannot find {}", p.display()))?;
+                    serde_json::json!({"path": p})
+                }
+                None => serde_json::json!({}),
+            };
+            let r: serde_json::Value = c.post_json("/v1/buddies/reexec", &body).await?;
+            let failed = r["failed"].as_array().map_or(0, Vec::len);
+            if json {
+                println!("{r}");
+            } else {
+                let done = r["done"].as_array().map_or(0, Vec::len);
+                println!(
+                    "{done} buddies now run {}",
+                    r["path"].as_str().unwrap_or("?")
+                );
+                for f in r["failed"].as_array().into_iter().flatten() {
+                    eprintln!(
+                        "{}: {}",
+                        f["service"].as_str().unwrap_or("?"),
+                        f["error"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         AgentSub::Info { json } => {
             let i: AgentInfo = c.get("/v1/agent").await?;

@@ -14,6 +14,7 @@
 //! - a second controller is refused with an error frame while the first is alive; a
 //!   controller whose peer hung up is replaced.
 
+mod reexec;
 mod requests;
 
 use crate::control::Conn;
@@ -51,6 +52,8 @@ pub struct Options {
     pub detach: bool,
     /// Start the service at once.
     pub start: bool,
+    /// Take over from a buddy that re-executed into this program (`handoff.json`).
+    pub resume: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -111,10 +114,24 @@ pub struct Buddy {
     /// The exec plan of the current spec, prepared once (rebuilt after `SetSpec`), so a
     /// restart only forks and execs.
     plan: Option<Plan>,
+    /// A re-exec asked for, carried out once its answer is sent.
+    pending_exec: Option<String>,
 }
 
 fn ms(d: u64) -> Duration {
     Duration::from_millis(d)
+}
+
+/// What a buddy is built from, fresh or resumed.
+struct Parts {
+    spec: BuddySpec,
+    journal: Journal,
+    diag: Diag,
+    sigfd: OwnedFd,
+    listener: UnixListener,
+    output: Output,
+    devnull: File,
+    lock: File,
 }
 
 /// Takes the run-directory lock or explains who holds it.
@@ -172,6 +189,27 @@ fn read_spec() -> Result<BuddySpec, String> {
     serde_json::from_slice(&data).map_err(|e| format!("parse {}: {e}", files::SPEC))
 }
 
+/// What a fresh and a resumed buddy open alike: the spec, the signalfd, the journal and
+/// /dev/null.
+fn open_common(diag: &mut Diag) -> Result<(BuddySpec, OwnedFd, Journal, File), String> {
+    let spec = read_spec()?;
+    if spec.argv.is_empty() {
+        return Err(format!("{}: argv is empty", files::SPEC));
+    }
+    let sigfd = sys::signalfd_for(&sys::HANDLED_SIGNALS).map_err(|e| format!("signalfd: {e}"))?;
+    let (journal, note) = Journal::open(std::path::Path::new(files::JOURNAL))
+        .map_err(|e| format!("open {}: {e}", files::JOURNAL))?;
+    if let Some(n) = note {
+        diag.log(&n);
+    }
+    let devnull = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("/dev/null: {e}"))?;
+    Ok((spec, sigfd, journal, devnull))
+}
+
 impl Buddy {
     /// Sets everything up in the run directory (the current directory): lock, stdio,
     /// diagnostics, spec, signals, journal, socket; starts the service if asked.
@@ -179,17 +217,7 @@ impl Buddy {
         let lock = lock(&opts.dir)?;
         fix_stdio(!opts.foreground)?;
         let mut diag = Diag::open(PathBuf::from(files::BUDDY_LOG), opts.foreground);
-        let spec = read_spec()?;
-        if spec.argv.is_empty() {
-            return Err(format!("{}: argv is empty", files::SPEC));
-        }
-        let sigfd =
-            sys::signalfd_for(&sys::HANDLED_SIGNALS).map_err(|e| format!("signalfd: {e}"))?;
-        let (journal, note) = Journal::open(std::path::Path::new(files::JOURNAL))
-            .map_err(|e| format!("open {}: {e}", files::JOURNAL))?;
-        if let Some(n) = note {
-            diag.log(&n);
-        }
+        let (spec, sigfd, journal, devnull) = open_common(&mut diag)?;
         // We hold the lock, so an existing socket file is stale.
         let _ = std::fs::remove_file(files::SOCKET);
         let listener = UnixListener::bind(files::SOCKET)
@@ -198,40 +226,17 @@ impl Buddy {
             .set_nonblocking(true)
             .map_err(|e| format!("socket: {e}"))?;
         let _ = std::fs::set_permissions(files::SOCKET, std::fs::Permissions::from_mode(0o600));
-        let devnull = File::options()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-            .map_err(|e| format!("/dev/null: {e}"))?;
-        let start_ticks = sys::self_start_ticks().unwrap_or(0);
-        let seed = now_ms() ^ (u64::from(std::process::id()) << 32) ^ start_ticks;
         let output = Output::new(&spec);
-        let mut b = Buddy {
+        let mut b = Buddy::assemble(Parts {
             spec,
             journal,
             diag,
             sigfd,
             listener,
-            conn: None,
             output,
             devnull,
-            _lock: lock,
-            svc: Svc::Stopped,
-            after: After::Policy,
-            counters: Counters::default(),
-            restarts: 0,
-            spawned_once: false,
-            last_exit: None,
-            since_ms: now_ms(),
-            rng: XorShift::new(seed),
-            epoch: Instant::now(),
-            start_ticks,
-            boot_id: sys::boot_id(),
-            exiting: false,
-            last_drop_report: None,
-            scratch: Vec::new(),
-            plan: None,
-        };
+            lock,
+        });
         b.diag.log(&format!(
             "buddy {VERSION} pid {} started for {:?}",
             std::process::id(),
@@ -247,6 +252,39 @@ impl Buddy {
         // The journal is synced right after readiness is signalled (see `main`), so the
         // caller is not kept waiting for the disk.
         Ok(b)
+    }
+
+    /// A buddy with the service stopped and fresh counters.
+    fn assemble(p: Parts) -> Buddy {
+        let start_ticks = sys::self_start_ticks().unwrap_or(0);
+        let seed = now_ms() ^ (u64::from(std::process::id()) << 32) ^ start_ticks;
+        Buddy {
+            spec: p.spec,
+            journal: p.journal,
+            diag: p.diag,
+            sigfd: p.sigfd,
+            listener: p.listener,
+            conn: None,
+            output: p.output,
+            devnull: p.devnull,
+            _lock: p.lock,
+            svc: Svc::Stopped,
+            after: After::Policy,
+            counters: Counters::default(),
+            restarts: 0,
+            spawned_once: false,
+            last_exit: None,
+            since_ms: now_ms(),
+            rng: XorShift::new(seed),
+            epoch: Instant::now(),
+            start_ticks,
+            boot_id: sys::boot_id(),
+            exiting: false,
+            last_drop_report: None,
+            scratch: Vec::new(),
+            plan: None,
+            pending_exec: None,
+        }
     }
 
     /// Runs the event loop until shutdown; returns the exit code.
@@ -313,6 +351,9 @@ impl Buddy {
             }
             self.fire_timers(Instant::now());
             self.sync_journal();
+            if self.pending_exec.is_some() {
+                self.reexec_now();
+            }
         }
     }
 

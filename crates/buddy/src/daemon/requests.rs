@@ -115,6 +115,7 @@ impl Buddy {
                 self.stop_service(After::Exit);
                 Reply::Ok
             }
+            Op::Reexec { path } => self.on_reexec(path),
         };
         self.reply(id, reply);
     }

@@ -69,8 +69,17 @@ fn launched_as(mut a: Agent) -> Option<Fixture> {
 
 /// Publishes `reeve-agent@version` whose `bin/reeve` is `script`.
 fn publish_agent(f: &Fixture, version: &str, script: &str) {
+    publish_agent_with(f, version, script, false);
+}
+
+/// Like [`publish_agent`]; `with_buddy`: the package carries its own `bin/reeve-buddy` (a
+/// copy of the one under test), which the script makes the new agent use.
+fn publish_agent_with(f: &Fixture, version: &str, script: &str, with_buddy: bool) {
     let dir = f.a.dir.path().join(format!("pkg-{version}"));
     std::fs::create_dir_all(dir.join("bin")).expect("pkg dir");
+    if with_buddy {
+        std::fs::copy(crate::helper::buddy_bin(), dir.join("bin/reeve-buddy")).expect("copy");
+    }
     std::fs::write(
         dir.join("module.toml"),
         format!("name = \"reeve-agent\"\nversion = \"{version}\"\n"),
@@ -116,10 +125,15 @@ fn a_good_update_is_committed_and_services_keep_their_pids() {
     let before = info(&f.a);
     assert_eq!(before["version"], env!("CARGO_PKG_VERSION"));
     let service_pid = sleeper_pid(&mut f.a);
-    publish_agent(
+    let buddy_pid = f.a.status("sleeper").buddy_pid.expect("buddy");
+    publish_agent_with(
         &f,
         "0.2.0",
-        &format!("#!/bin/sh\nexec '{}' \"$@\"\n", reeve_bin().display()),
+        &format!(
+            "#!/bin/sh\nREEVE_BUDDY_PATH=\"$(dirname \"$0\")/reeve-buddy\" exec '{}' \"$@\"\n",
+            reeve_bin().display()
+        ),
+        true,
     );
 
     let (code, out, stderr) = update(&f.a, "0.2.0", "20s");
@@ -130,6 +144,20 @@ fn a_good_update_is_committed_and_services_keep_their_pids() {
     let after = info(&f.a);
     assert_eq!(after["version"], "0.2.0");
     assert_ne!(after["pid"], before["pid"], "a new agent process runs");
+    assert_eq!(
+        sleeper_pid(&mut f.a),
+        service_pid,
+        "the service never restarted"
+    );
+    // Once committed, the new agent moved the buddy to the package's buddy binary: same
+    // process, new program.
+    let new_buddy = std::fs::canonicalize(f.home.join("versions/0.2.0/bin/reeve-buddy"))
+        .expect("the package's buddy");
+    wait_for(T, "the buddy re-executed into the package's binary", || {
+        let exe = std::fs::read_link(format!("/proc/{buddy_pid}/exe")).ok()?;
+        (exe == new_buddy).then_some(())
+    });
+    assert_eq!(f.a.status("sleeper").buddy_pid, Some(buddy_pid));
     assert_eq!(
         sleeper_pid(&mut f.a),
         service_pid,
@@ -288,4 +316,62 @@ fn an_update_is_refused_without_a_launcher_or_a_valid_signature() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("reeve-buddy launch"), "{stderr}");
+}
+
+#[test]
+fn buddies_reexecute_into_a_new_buddy_binary_and_keep_their_services() {
+    let mut a = Agent::new();
+    a.service(
+        "ticker",
+        "command = [\"sh\", \"-c\", \"i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done\"]\n",
+    );
+    a.start();
+    let before = a.wait_status("ticker", T, "ticker running", |s| s.pid.is_some());
+    let (buddy, pid) = (
+        before.buddy_pid.expect("buddy pid"),
+        before.pid.expect("service pid"),
+    );
+    // The "new" buddy binary: a copy somewhere else.
+    let new = a.dir.path().join("new-buddy/reeve-buddy");
+    std::fs::create_dir_all(new.parent().expect("dir")).expect("dir");
+    std::fs::copy(crate::helper::buddy_bin(), &new).expect("copy buddy");
+    let out = a.ok(&[
+        "agent",
+        "reexec-buddies",
+        "--path",
+        new.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(r["done"], serde_json::json!(["ticker"]), "{r}");
+    let exe = std::fs::read_link(format!("/proc/{buddy}/exe")).expect("buddy exe");
+    assert_eq!(exe, std::fs::canonicalize(&new).expect("canonical"));
+
+    let after = a.status("ticker");
+    assert_eq!(after.buddy_pid, Some(buddy), "the same buddy process");
+    assert_eq!(after.pid, Some(pid), "the service never stopped");
+    // Its output still reaches the log through the pipes the buddy kept.
+    let log = a.log_dir("ticker").join("current.log");
+    let lines = || {
+        std::fs::read_to_string(&log)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let n = lines();
+    wait_for(T, "new output in the log", || {
+        (lines() > n + 3).then_some(())
+    });
+    // And the re-executed buddy still restarts it.
+    crate::helper::kill("KILL", pid);
+    let restarted = a.wait_status("ticker", T, "ticker restarted", |s| {
+        s.pid.is_some_and(|p| p != pid)
+    });
+    assert_eq!(restarted.buddy_pid, Some(buddy));
+    let events = a.events(Some("ticker"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.contains("re-executed into")),
+        "the re-exec is in the event log"
+    );
 }

@@ -181,20 +181,25 @@ impl Agent {
     }
 
     /// The command line of `reeve-buddy launch --home HOME -- reeve agent …` for this
-    /// fixture: the agent under its launcher.
+    /// fixture: the agent under its launcher. The buddy binary is given by
+    /// `REEVE_BUDDY_PATH`, so that an updated agent's package may name its own.
     pub fn launcher_command(&self, home: &Path, extra: &[&str]) -> Command {
         let mut c = Command::new(buddy_bin());
+        let mut args = self.agent_args();
+        args.truncate(args.len() - 2);
         c.arg("launch")
             .arg("--home")
             .arg(home)
             .arg("--")
             .arg(reeve_bin())
-            .args(self.agent_args())
+            .args(args)
             .args(extra);
         self.agent_env(&mut c);
+        c.env("REEVE_BUDDY_PATH", buddy_bin());
         c
     }
 
+    /// `agent …` with this fixture's directories; `--buddy-path` comes last.
     fn agent_args(&self) -> Vec<std::ffi::OsString> {
         vec![
             "agent".into(),
