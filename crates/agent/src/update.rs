@@ -7,7 +7,8 @@
 //! healthy in time. Health, reported by [`Updater::report_health`]: the buddies are
 //! re-attached (the supervisor has started) and, when the old agent was connected to its
 //! hub, the hub is reached again. Services keep running throughout: they belong to their
-//! buddies, which the new agent re-attaches.
+//! buddies, which the new agent re-attaches and, once committed, re-executes into its own
+//! buddy binary (`Supervisor::reexec_buddies`).
 //!
 //! Invariants: an agent that was not started by the launcher refuses to update (nothing
 //! could switch it back); an agent on trial cannot start another update; a lower version is
