@@ -4,7 +4,8 @@ services; `reeve agent update` is timed, from the command until it has the launc
 outcome, for
   - a package whose agent crashes at start (switched back; trial limit 30 s),
   - a package whose agent never reports healthy (switched back; trial limit 5 s),
-  - a good package holding the real release binaries (committed).
+  - a good package holding the real release binaries (committed), after which every buddy
+    is re-executed into the package's reeve-buddy.
 Also checks that no service changed pid. Run through bench/modules (it builds reeve first).
 """
 import json, os, shutil, signal, socket, stat, subprocess, sys, tempfile, time
@@ -78,7 +79,9 @@ def main():
                 break
             time.sleep(0.02)
         time.sleep(1)
-        pids = {s["name"]: s["pid"] for s in json.loads(run(env, "ps", "--json").stdout)}
+        ps0 = json.loads(run(env, "ps", "--json").stdout)
+        pids = {s["name"]: s["pid"] for s in ps0}
+        buddy_pids = {s["name"]: s["buddy_pid"] for s in ps0}
 
         def update(version, trial):
             t0 = time.perf_counter()
@@ -102,12 +105,29 @@ def main():
         after = {s["name"]: s["pid"] for s in json.loads(run(env, "ps", "--json").stdout)}
         if after != pids:
             sys.exit(f"services changed pid: {pids} -> {after}")
+        # After the commit the new agent re-executes every buddy into the package's buddy.
+        new_buddy = os.path.realpath(os.path.join(tmp, "launcher/versions/9.0.0/bin/reeve-buddy"))
+        ps1 = json.loads(run(env, "ps", "--json").stdout)
+        if {s["name"]: s["buddy_pid"] for s in ps1} != buddy_pids:
+            sys.exit("a buddy changed pid")
+        buddies = [s["buddy_pid"] for s in ps1]
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 20:
+            exes = [os.path.realpath(f"/proc/{b}/exe") for b in buddies]
+            if all(e == new_buddy for e in exes):
+                break
+            time.sleep(0.02)
+        else:
+            sys.exit(f"buddies not re-executed into {new_buddy}: {exes}")
+        t_reexec = time.perf_counter() - t0
         res = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "services": SERVICES,
-               "good_package_bytes": size, "updates": results, "service_pids_unchanged": True}
+               "good_package_bytes": size, "updates": results, "service_pids_unchanged": True,
+               "buddies_reexecuted_s_after_outcome": round(t_reexec, 3)}
         print(json.dumps(res, indent=2))
         for v, r in results.items():
             print(f"agent update to {v} ({r['what']}, trial limit {r['trial_limit']}): {r['seconds']:.2f} s")
-        print(f"{SERVICES} services kept their pids through all three")
+        print(f"{SERVICES} services kept their pids through all three; their buddies ran the "
+              f"package's reeve-buddy {t_reexec:.2f} s after the outcome was known (same pids)")
         run(env, "stop", "--all", check=False)
         for s in json.loads(run(env, "ps", "--json").stdout):
             if s.get("buddy_pid"):
