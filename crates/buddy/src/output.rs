@@ -96,18 +96,12 @@ impl Output {
 
     /// Takes a new pair of read ends (made non-blocking here).
     pub fn add_streams(&mut self, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<()> {
-        for (fd, marker) in [(stdout, b'o'), (stderr, b'e')] {
-            crate::sys::set_nonblocking(fd.as_fd())?;
-            self.streams.push(Stream {
-                file: File::from(fd),
-                marker,
-                partial: Vec::new(),
-            });
-        }
-        Ok(())
+        self.adopt_stream(stdout, b'o')?;
+        self.adopt_stream(stderr, b'e')
     }
 
-    /// Takes one inherited read end (a re-executed buddy's handoff).
+    /// Takes one read end, `marker` `o` (stdout) or `e` (stderr); also an inherited one (a
+    /// re-executed buddy's handoff).
     pub fn adopt_stream(&mut self, fd: OwnedFd, marker: u8) -> io::Result<()> {
         crate::sys::set_nonblocking(fd.as_fd())?;
         self.streams.push(Stream {
