@@ -103,6 +103,12 @@ pub async fn agent_sub(socket: &Path, sub: AgentSub) -> Result<ExitCode> {
                     "up:           {}",
                     format::age(format::now_ms().saturating_sub(i.started_ms))
                 );
+                if let Ok(u) = c
+                    .get::<reeve_agent::update::UpdateStatus>("/v1/agent/update")
+                    .await
+                {
+                    print_update_status(&u);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -312,4 +318,31 @@ async fn control(c: &Client, op: &str, a: ControlArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The launcher lines of `reeve agent info`.
+fn print_update_status(u: &reeve_agent::update::UpdateStatus) {
+    if !u.launcher {
+        println!("launcher:     none (self-update needs `reeve-buddy launch`)");
+        return;
+    }
+    println!(
+        "launcher:     yes{}",
+        if u.on_trial {
+            ", this agent is on trial"
+        } else {
+            ""
+        }
+    );
+    if let Some(last) = u.state.as_ref().and_then(|s| s.last.as_ref()) {
+        let when = format::age(format::now_ms().saturating_sub(last.at_ms));
+        if last.committed {
+            println!("last update:  to {} {when} ago", last.version);
+        } else {
+            println!(
+                "last update:  to {} switched back {when} ago: {}",
+                last.version, last.reason
+            );
+        }
+    }
 }

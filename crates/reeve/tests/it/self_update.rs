@@ -176,6 +176,8 @@ fn a_good_update_is_committed_and_services_keep_their_pids() {
             .any(|e| e.kind.as_str() == "agent_update" && e.message.contains("updated from")),
         "the outcome is in the event log"
     );
+    let text = f.a.ok(&["agent", "info"]);
+    assert!(text.contains("last update:  to 0.2.0"), "{text}");
     // The same version again is refused, and changes nothing.
     let (code, _, stderr) = update(&f.a, "0.2.0", "20s");
     assert_eq!(code, Some(1), "{stderr}");
