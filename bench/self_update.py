@@ -40,6 +40,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="reeve-updbench")
     env = dict(os.environ, XDG_RUNTIME_DIR=os.path.join(tmp, "rt"))
     procs = []
+    buddies = []
     try:
         reg = os.path.join(tmp, "registry")
         keys = os.path.join(tmp, "keys")
@@ -129,16 +130,22 @@ def main():
         print(f"{SERVICES} services kept their pids through all three; their buddies ran the "
               f"package's reeve-buddy {t_reexec:.2f} s after the outcome was known (same pids)")
         run(env, "stop", "--all", check=False)
-        for s in json.loads(run(env, "ps", "--json").stdout):
-            if s.get("buddy_pid"):
-                os.kill(s["buddy_pid"], signal.SIGTERM)
+        buddies = [s["buddy_pid"] for s in json.loads(run(env, "ps", "--json").stdout)
+                   if s.get("buddy_pid")]
     finally:
+        # The agent first (its launcher takes it down), then the buddies: a buddy stopped
+        # while the agent runs is replaced by a new one.
         for p in procs:
             try:
                 p.send_signal(signal.SIGTERM)
                 p.wait(timeout=15)
             except Exception:
                 p.kill()
+        for b in buddies:
+            try:
+                os.kill(b, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         shutil.rmtree(tmp, ignore_errors=True)
 
 
