@@ -48,6 +48,16 @@ def module(dir_, name, version, extra_files=None, configure_fails=False):
                 left -= n
 
 
+def stop(procs, timeout=5):
+    """SIGTERM each process started, in order, and waits for it (SIGKILL if it lingers)."""
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=timeout)
+        except Exception:
+            p.kill()
+
+
 def run(env, *args, check=True):
     p = subprocess.run([REEVE, *args], env=env, capture_output=True, text=True)
     if check and p.returncode != 0:
@@ -147,12 +157,7 @@ def main():
         for mod in ["big"] + [f"m{i}" for i in range(MANY)]:
             run(env, "module", "stop", mod, check=False)
     finally:
-        for p in procs:
-            try:
-                p.send_signal(signal.SIGTERM)
-                p.wait(timeout=5)
-            except Exception:
-                p.kill()
+        stop(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -11,7 +11,7 @@ Also checks that no service changed pid. Run through bench/modules (it builds re
 import json, os, shutil, signal, socket, stat, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from modules import BUDDY, REEVE, free_port, run  # noqa: E402
+from modules import BUDDY, REEVE, free_port, run, stop  # noqa: E402
 
 SERVICES = 10
 
@@ -135,12 +135,7 @@ def main():
     finally:
         # The agent first (its launcher takes it down), then the buddies: a buddy stopped
         # while the agent runs is replaced by a new one.
-        for p in procs:
-            try:
-                p.send_signal(signal.SIGTERM)
-                p.wait(timeout=15)
-            except Exception:
-                p.kill()
+        stop(procs, timeout=15)
         for b in buddies:
             try:
                 os.kill(b, signal.SIGTERM)

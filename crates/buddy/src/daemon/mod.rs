@@ -237,15 +237,7 @@ impl Buddy {
             devnull,
             lock,
         });
-        b.diag.log(&format!(
-            "buddy {VERSION} pid {} started for {:?}",
-            std::process::id(),
-            b.spec.service
-        ));
-        b.record(BuddyEvent::BuddyStarted {
-            buddy_pid: std::process::id(),
-            version: VERSION.to_string(),
-        });
+        b.announce("started");
         if opts.start {
             b.start_service();
         }
@@ -285,6 +277,19 @@ impl Buddy {
             plan: None,
             pending_exec: None,
         }
+    }
+
+    /// Logs and journals that this program now runs the buddy (`how`: started, resumed …).
+    fn announce(&mut self, how: &str) {
+        self.diag.log(&format!(
+            "buddy {VERSION} pid {} {how} for {:?}",
+            std::process::id(),
+            self.spec.service
+        ));
+        self.record(BuddyEvent::BuddyStarted {
+            buddy_pid: std::process::id(),
+            version: VERSION.to_string(),
+        });
     }
 
     /// Runs the event loop until shutdown; returns the exit code.

@@ -16,7 +16,7 @@ use crate::diag::Diag;
 use crate::output::Output;
 use crate::policy::Counters;
 use crate::sys;
-use reeve_proto::buddy::{BuddyEvent, HANDOFF_VERSION, Handoff, HandoffSvc, Reply, files};
+use reeve_proto::buddy::{HANDOFF_VERSION, Handoff, HandoffSvc, Reply, files};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
@@ -215,15 +215,7 @@ impl Buddy {
         b.since_ms = h.since_ms;
         b.output.dropped_total = h.dropped_total;
         b.output.dropped_unreported = h.dropped_unreported;
-        b.diag.log(&format!(
-            "buddy {VERSION} pid {} resumed after a re-exec for {:?}",
-            std::process::id(),
-            b.spec.service
-        ));
-        b.record(BuddyEvent::BuddyStarted {
-            buddy_pid: std::process::id(),
-            version: VERSION.to_string(),
-        });
+        b.announce("resumed after a re-exec");
         // Whatever exited during the exec is a zombie waiting for us.
         while let Some((pid, raw)) = sys::reap_any() {
             b.on_reaped(pid, raw);

@@ -17,6 +17,23 @@ fn new_key(hub: &Hub, op: &Operator, file: &str) -> Operator {
     }
 }
 
+/// `reeve hub operator rotate-key alice --key NEW.pub --overlap OVERLAP EXTRA…`; its output.
+fn rotate(hub: &Hub, new: &Operator, overlap: &str, extra: &[&str]) -> String {
+    let pubfile = new.key.with_extension("pub");
+    let mut args = vec![
+        "hub",
+        "operator",
+        "rotate-key",
+        "alice",
+        "--key",
+        pubfile.to_str().expect("utf-8"),
+        "--overlap",
+        overlap,
+    ];
+    args.extend_from_slice(extra);
+    hub.admin(&args)
+}
+
 fn exec_true(hub: &Hub, op: &Operator) -> serde_json::Value {
     send(
         hub,
@@ -45,18 +62,7 @@ fn an_operator_key_rotates_with_an_overlap_window() {
     a.start();
     hub.wait_online(&alice, "n1");
 
-    let pubfile = second.key.with_extension("pub");
-    let out = hub.admin(&[
-        "hub",
-        "operator",
-        "rotate-key",
-        "alice",
-        "--key",
-        pubfile.to_str().expect("utf-8"),
-        "--overlap",
-        "1h",
-        "--json",
-    ]);
+    let out = rotate(&hub, &second, "1h", &["--json"]);
     let rotated: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(rotated["key"], hub.public_key(&second));
     // Within the window both keys sign for alice, at the hub and on the node.
@@ -68,17 +74,7 @@ fn an_operator_key_rotates_with_an_overlap_window() {
     // Rotating on without an overlap retires the second key at once; the first still has
     // its hour.
     let third = new_key(&hub, &alice, "alice-3");
-    let pubfile = third.key.with_extension("pub");
-    hub.admin(&[
-        "hub",
-        "operator",
-        "rotate-key",
-        "alice",
-        "--key",
-        pubfile.to_str().expect("utf-8"),
-        "--overlap",
-        "0s",
-    ]);
+    rotate(&hub, &third, "0s", &[]);
     let refused = hub.as_op(
         &second,
         &["send", "--as", "alice", "--to", "n1", "exec", "--", "true"],
@@ -96,7 +92,7 @@ fn an_operator_key_rotates_with_an_overlap_window() {
     // nothing.
     let bad = Command::new(reeve_bin())
         .args(["hub", "operator", "rotate-key", "alice", "--key"])
-        .arg(&pubfile)
+        .arg(third.key.with_extension("pub"))
         .env("REEVE_HUB_DATA_DIR", hub.data_dir())
         .bounded_output()
         .expect("run");
