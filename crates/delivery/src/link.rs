@@ -5,11 +5,13 @@
 //! [`Frame`]s; this module decides what to send.
 
 use crate::envelope::{Opened, Payload, StreamId, Trust, open};
+use crate::keys::KeyPair;
 use crate::lane::Lane;
 use crate::sender::WindowSender;
-use crate::store::{DeliveryStore, StoreError};
+use crate::store::{DeliveryStore, Rewound, StoreError, skip_sealer};
 use crate::writer::{Writer, WriterError};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// What travels on a link.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -40,7 +42,13 @@ pub enum Frame {
 pub struct Outgoing {
     writer: Writer,
     lanes: Vec<(StreamId, WindowSender)>,
+    owner: Option<Arc<KeyPair>>,
+    rewound: Vec<Rewound>,
 }
+
+/// The reason a skip marker gives for a position its receiver lost.
+pub const LOST_BY_RECEIVER: &str =
+    "acknowledged, then lost by the receiver (restored from a backup?)";
 
 impl Outgoing {
     /// The sender of every lane of `stream`'s owner towards its receiver, over the outbox
@@ -53,7 +61,45 @@ impl Outgoing {
                 (stream.on(lane), w)
             })
             .collect();
-        Self { writer, lanes }
+        Self {
+            writer,
+            lanes,
+            owner: None,
+            rewound: Vec::new(),
+        }
+    }
+
+    /// Seals skip markers with `owner` (the streams' owner) for positions a receiver lost:
+    /// see [`Outgoing::resume`].
+    pub fn with_owner(mut self, owner: Arc<KeyPair>) -> Self {
+        self.owner = Some(owner);
+        self
+    }
+
+    /// Starts each lane's window from what the outbox records as acknowledged. Then an ack
+    /// below it means the receiver lost positions it had (a hub restored from a backup):
+    /// with an owner key ([`Outgoing::with_owner`]) they become skip markers, the stream
+    /// moves on, and [`Outgoing::take_rewound`] reports the loss.
+    pub async fn resume(&mut self) -> Result<(), WriterError> {
+        let streams: Vec<StreamId> = self.lanes.iter().map(|(s, _)| s.clone()).collect();
+        let acked = self
+            .writer
+            .run(move |st| {
+                streams
+                    .iter()
+                    .map(|s| st.acked(s))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        for ((_, w), a) in self.lanes.iter_mut().zip(acked) {
+            w.resume_at(a);
+        }
+        Ok(())
+    }
+
+    /// The losses found since the last call (positions a receiver acknowledged, then lost).
+    pub fn take_rewound(&mut self) -> Vec<Rewound> {
+        std::mem::take(&mut self.rewound)
     }
 
     /// Is `stream` one of these lanes?
@@ -130,7 +176,19 @@ impl Outgoing {
             return Ok(None);
         };
         let from = window.acked();
-        if upto <= from {
+        if upto < from {
+            if let Some(owner) = self.owner.clone() {
+                let stream = s.clone();
+                let lost = self
+                    .writer
+                    .run(move |st| st.rewind(&stream, upto, skip_sealer(&owner, LOST_BY_RECEIVER)))
+                    .await?;
+                window.rewind(upto);
+                self.rewound.extend(lost);
+            }
+            return Ok(None);
+        }
+        if upto == from {
             return Ok(None);
         }
         let (stream, lane) = (s.clone(), s.lane);

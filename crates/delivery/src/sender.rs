@@ -76,6 +76,23 @@ impl WindowSender {
         }
     }
 
+    /// Starts from what the outbox records as acknowledged (a new link resumes where the
+    /// last one stopped, so an ack below it is seen for what it is: a receiver that lost
+    /// positions it had acknowledged).
+    pub fn resume_at(&mut self, acked: u64) {
+        if acked > self.acked {
+            self.acked = acked;
+            self.sent = self.sent.split_off(&(acked + 1));
+        }
+    }
+
+    /// The receiver acknowledges only up to `upto`, below what it acknowledged before (it
+    /// lost state: a hub restored from a backup). Everything past `upto` is due again.
+    pub fn rewind(&mut self, upto: u64) {
+        self.acked = self.acked.min(upto);
+        self.sent.clear();
+    }
+
     /// The link was re-established: whatever was in flight is due again at once.
     pub fn on_reconnect(&mut self) {
         self.sent.clear();
@@ -152,6 +169,17 @@ mod tests {
             w.due(151, &unacked[5..]),
             vec![6, 7, 8],
             "all due again after reconnect"
+        );
+        // A receiver that lost positions: everything past its ack is due again.
+        w.rewind(2);
+        assert_eq!(w.acked(), 2);
+        assert_eq!(w.due(152, &unacked[2..]), vec![3, 4, 5]);
+        let mut fresh = WindowSender::new(3, 100, 400);
+        fresh.resume_at(5);
+        assert_eq!(
+            fresh.last_sent(),
+            5,
+            "a new link resumes after the stored ack"
         );
         // Back-off is capped.
         let mut w = WindowSender::new(1, 100, 250);

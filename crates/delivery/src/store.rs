@@ -598,7 +598,9 @@ impl DeliveryStore {
     }
 }
 
+mod resync;
 mod run;
+pub use resync::{Resealed, Rewound};
 pub use run::{ReplyOut, RunState, Seal, Unfinished};
 
 /// The owner's skip markers for [`DeliveryStore::expire`] and [`DeliveryStore::purge`]:

@@ -230,7 +230,15 @@ pub struct Summary {
     /// Where the replaced data directory was kept (restore with `force`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replaced: Option<PathBuf>,
+    /// After a restore: the hub's new stream instance ([`renew`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// After a restore: waiting messages sealed again onto the new streams.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resealed: Option<u64>,
 }
+
+pub mod renew;
 
 /// Backs up the hub data directory `dir` into the new file `out` (running hub or not).
 pub fn backup(dir: &Path, out: &Path) -> Result<Summary> {
@@ -323,6 +331,8 @@ pub fn backup(dir: &Path, out: &Path) -> Result<Summary> {
         messages,
         hub_fingerprint: manifest.hub_fingerprint,
         replaced: None,
+        instance: None,
+        resealed: None,
     })
 }
 
@@ -438,6 +448,7 @@ pub fn restore(dir: &Path, from: &Path, force: bool) -> Result<Summary> {
             from.display()
         )
     })?;
+    let renewed = renew::renew_streams(staging.path(), from)?;
     let mut replaced = None;
     if dir.exists() {
         if occupied {
@@ -472,6 +483,8 @@ pub fn restore(dir: &Path, from: &Path, force: bool) -> Result<Summary> {
         messages: manifest.messages,
         hub_fingerprint: manifest.hub_fingerprint,
         replaced,
+        instance: Some(renewed.instance),
+        resealed: Some(renewed.resealed),
     })
 }
 

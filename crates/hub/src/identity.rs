@@ -31,14 +31,20 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// The hub's key in `dir` (`hub.key`), which must exist.
+pub fn load_key(dir: &Path) -> Result<KeyPair> {
+    let key_path = dir.join("hub.key");
+    let text = std::fs::read_to_string(&key_path)
+        .with_context(|| format!("cannot read {}", key_path.display()))?;
+    KeyPair::from_secret_base64(text.trim())
+        .with_context(|| format!("{} is not a reeve key", key_path.display()))
+}
+
 /// Loads the identity from `dir`, creating what is missing.
 pub fn load_or_create(dir: &Path) -> Result<Identity> {
     let key_path = dir.join("hub.key");
     let key = if key_path.exists() {
-        let text = std::fs::read_to_string(&key_path)
-            .with_context(|| format!("cannot read {}", key_path.display()))?;
-        KeyPair::from_secret_base64(text.trim())
-            .with_context(|| format!("{} is not a reeve key", key_path.display()))?
+        load_key(dir)?
     } else {
         let k = KeyPair::generate().context("cannot create the hub key")?;
         write_private(&key_path, format!("{}\n", k.secret_base64()).as_bytes())?;

@@ -258,7 +258,9 @@ async fn session(
         hub.writer.clone(),
         WINDOW,
         RTO_MS,
-    );
+    )
+    .with_owner(hub.key.clone());
+    out.resume().await?;
     out.on_reconnect();
 
     let mut push = true;
@@ -290,6 +292,9 @@ async fn session(
                     Message::Text(t) => match serde_json::from_str::<Frame>(&t) {
                         Ok(Frame::Ack { stream, upto }) if out.serves(&stream) => {
                             delivered(hub, &mut out, &stream, upto).await?;
+                            for lost in out.take_rewound() {
+                                node_lost(hub, &lost).await?;
+                            }
                             push = true;
                         }
                         Ok(Frame::Refused { reason }) => {
@@ -367,6 +372,26 @@ async fn delivered(hub: &Hub, out: &mut Outgoing, stream: &StreamId, upto: u64) 
         hub.metrics.delivered(n as u64);
         hub.bump();
     }
+    Ok(())
+}
+
+/// The node acknowledged less of our stream than it had before: it lost what it stored.
+/// The positions are skip markers now ([`Outgoing::resume`]); the error log says so.
+async fn node_lost(hub: &Hub, lost: &reeve_delivery::store::Rewound) -> Result<()> {
+    let (node, now) = (lost.stream.receiver.clone(), now_ms());
+    let message = format!(
+        "the node lost {} message(s) of ours it had acknowledged (positions {}..={} on the {} lane); skip markers take their places",
+        lost.was - lost.upto,
+        lost.upto + 1,
+        lost.was,
+        lost.stream.lane.as_str()
+    );
+    hub.writer
+        .run(move |s| {
+            db::log_error(s.conn(), now, Some(&node), "lost_by_node", &message).map_err(sql("log"))
+        })
+        .await?;
+    hub.bump();
     Ok(())
 }
 

@@ -281,6 +281,11 @@ pub async fn run(cmd: HubCmd) -> Result<ExitCode> {
                 if let Some(old) = &s.replaced {
                     eprintln!("the previous data directory is kept as {}", old.display());
                 }
+                if let Some(n) = s.resealed {
+                    eprintln!(
+                        "new streams towards the nodes: {n} waiting message(s) sealed again onto them; what nodes sent after the backup was taken is lost (see `reeve errors`)"
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -202,7 +202,7 @@ impl Node {
         }
     }
 
-    fn key(&self) -> Result<KeyPair> {
+    pub(crate) fn key(&self) -> Result<KeyPair> {
         KeyPair::from_secret_base64(&self.ident.key.secret_base64()).context("node key")
     }
 
@@ -325,6 +325,24 @@ impl Node {
             .log
             .record(event(None, EventKind::Message, "agent", message, detail))
             .await;
+    }
+
+    /// The hub acknowledged less of our stream than it had before: it lost what it had
+    /// stored (restored from a backup). The lost positions are skip markers now; say so.
+    pub(crate) async fn record_hub_loss(&self, lost: &reeve_delivery::store::Rewound) {
+        let n = lost.was - lost.upto;
+        let message = format!(
+            "the hub lost {n} message(s) of ours it had acknowledged (positions {}..={} on the {} lane; restored from a backup?): skip markers take their places",
+            lost.upto + 1,
+            lost.was,
+            lost.stream.lane.as_str()
+        );
+        tracing::warn!("{message}");
+        self.note(
+            &message,
+            json!({"lost": {"from": lost.upto + 1, "to": lost.was, "lane": lost.stream.lane.as_str()}}),
+        )
+        .await;
     }
 
     /// Has this node left the fleet?

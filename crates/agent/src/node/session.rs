@@ -112,7 +112,9 @@ const PIPELINE: usize = 1024;
 type Arrival = Result<(StreamId, u64), WriterError>;
 
 async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
-    let mut out = Outgoing::new(node.out_stream(), node.writer.clone(), WINDOW, RTO_MS);
+    let mut out = Outgoing::new(node.out_stream(), node.writer.clone(), WINDOW, RTO_MS)
+        .with_owner(Arc::new(node.key()?));
+    out.resume().await?;
     out.on_reconnect();
     let mut last_sent = Instant::now();
     let mut push = true;
@@ -149,6 +151,9 @@ async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
                     Message::Text(t) => match serde_json::from_str::<Frame>(&t) {
                         Ok(Frame::Ack { stream, upto }) => {
                             out.on_ack(&stream, upto).await?;
+                            for lost in out.take_rewound() {
+                                node.record_hub_loss(&lost).await;
+                            }
                             push = true;
                         }
                         Ok(Frame::Refused { reason }) => {
