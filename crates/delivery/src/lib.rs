@@ -15,9 +15,9 @@
 //! Also here: the durable outbox and inbox (`store`, SQLite with `synchronous=FULL`).
 //! And the sliding-window sender (`sender`) and group commit through one writer thread
 //! (`writer`), the mutual Ed25519 handshake with the hub's signed time (`handshake`),
-//! and hub-adjusted time with a persisted floor (`clock`). Not here yet (issue 3):
-//! transports (relay over WebSocket/TLS, NATS), method execution, the hub side. The local
-//! policy (`policy`) decides who may call what.
+//! and hub-adjusted time with a persisted floor (`clock`). The local policy (`policy`)
+//! decides who may call what. Links run over a [`transport::Transport`]: the relay's
+//! WebSocket today (its adapters are in the agent and the hub), NATS later.
 
 pub mod clock;
 pub mod envelope;
@@ -32,4 +32,5 @@ pub mod sender;
 pub mod steward;
 pub mod store;
 pub mod stream;
+pub mod transport;
 pub mod writer;

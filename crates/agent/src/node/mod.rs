@@ -10,6 +10,7 @@
 //! never started run, and fenced ones are collected or answered `interrupted`.
 //!
 //! Files: [`identity`] (`node.toml`, `node.key`), [`transport`] (TCP/proxy/TLS/WebSocket),
+//! [`wire`] (that WebSocket as a delivery transport),
 //! [`session`] (handshake and the link loop), [`methods`], [`runner`].
 
 pub mod enrol;
@@ -23,6 +24,7 @@ pub mod runner;
 pub mod session;
 pub mod stream;
 pub mod transport;
+pub mod wire;
 
 use crate::events::{EventLog, event};
 use crate::supervisor::Supervisor;

@@ -1,8 +1,10 @@
 //! The relay link: connect (with jittered exponential back-off), the mutual handshake, then
-//! both directions of delivery over the one WebSocket until it breaks.
+//! both directions of delivery over the one WebSocket until it breaks. The handshake speaks
+//! WebSocket; the delivery loop ([`serve`]) only the [`Transport`] trait.
 
 use super::keepalive::{self, Action, Keepalive};
 use super::lanes::Job;
+use super::wire::{SEND_TIMEOUT, WsTransport};
 use super::{Node, transport};
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
@@ -12,6 +14,7 @@ use reeve_delivery::keys::KeyPair;
 use reeve_delivery::link::{Frame, Outgoing};
 use reeve_delivery::pipeline::{Pipeline, acks_for};
 use reeve_delivery::store::stream_key;
+use reeve_delivery::transport::{Incoming, Transport};
 use reeve_delivery::writer::WriterError;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -62,9 +65,6 @@ async fn recv_text(ws: &mut transport::Ws) -> Result<String> {
     }
 }
 
-/// A send that cannot hang on a hub (or proxy) that stopped reading.
-const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-
 async fn send(ws: &mut transport::Ws, m: Message) -> Result<()> {
     tokio::time::timeout(SEND_TIMEOUT, ws.send(m))
         .await
@@ -101,7 +101,7 @@ async fn connect_and_serve(node: &Arc<Node>) -> Result<()> {
     }
     node.connected.store(true, Ordering::Relaxed);
     tracing::info!(hub = %id.hub_url, "connected to the hub");
-    serve(node, &mut ws).await
+    serve(node, &mut WsTransport::new(&mut ws)).await
 }
 
 /// Arrivals queued to the store and not yet acknowledged, at most this many (then the
@@ -111,7 +111,7 @@ const PIPELINE: usize = 1024;
 /// What one arrival came to once its commit finished.
 type Arrival = Result<(StreamId, u64), WriterError>;
 
-async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
+async fn serve(node: &Arc<Node>, link: &mut impl Transport) -> Result<()> {
     let mut out = Outgoing::new(node.out_stream(), node.writer.clone(), WINDOW, RTO_MS)
         .with_owner(Arc::new(node.key()?));
     out.resume().await?;
@@ -129,50 +129,43 @@ async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
     loop {
         if push {
             for f in out.poll(super::local_ms()).await? {
-                if let Frame::Envelope { bytes } = f {
-                    send(ws, Message::Binary(bytes.into())).await?;
-                    last_sent = Instant::now();
-                }
+                link.send(f).await?;
+                last_sent = Instant::now();
             }
             push = false;
         }
         tokio::select! {
-            m = ws.next(), if arrivals.len() < PIPELINE => {
-                let Some(m) = m else { return Ok(()) };
-                let m = m.context("receive")?;
+            m = link.recv(), if arrivals.len() < PIPELINE => {
                 keepalive(&mut |k| k.on_frame());
-                match m {
-                    Message::Binary(b) => {
-                        if let Some(refused) = from_hub(node, b.to_vec(), &mut arrivals) {
-                            send_json(ws, &refused).await?;
+                match m? {
+                    Incoming::Frame(Frame::Envelope { bytes }) => {
+                        if let Some(refused) = from_hub(node, bytes, &mut arrivals) {
+                            link.send(refused).await?;
                             last_sent = Instant::now();
                         }
                     }
-                    Message::Text(t) => match serde_json::from_str::<Frame>(&t) {
-                        Ok(Frame::Ack { stream, upto }) => {
-                            out.on_ack(&stream, upto).await?;
-                            for lost in out.take_rewound() {
-                                node.record_hub_loss(&lost).await;
-                            }
-                            push = true;
+                    Incoming::Frame(Frame::Ack { stream, upto }) => {
+                        out.on_ack(&stream, upto).await?;
+                        for lost in out.take_rewound() {
+                            node.record_hub_loss(&lost).await;
                         }
-                        Ok(Frame::Refused { reason }) => {
-                            tracing::warn!("the hub refused a message of ours: {reason}");
-                            // If it expired on hub time, the sweep dead-letters it now
-                            // (a skip takes its place) rather than the stream waiting for
-                            // the next one; for any other reason the sweep finds nothing.
-                            node.expire_now.notify_one();
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!("malformed frame from the hub: {e}"),
-                    },
-                    Message::Close(_) => return Ok(()),
-                    _ => {}
+                        push = true;
+                    }
+                    Incoming::Frame(Frame::Refused { reason }) => {
+                        tracing::warn!("the hub refused a message of ours: {reason}");
+                        // If it expired on hub time, the sweep dead-letters it now (a skip
+                        // takes its place) rather than the stream waiting for the next
+                        // one; for any other reason the sweep finds nothing.
+                        node.expire_now.notify_one();
+                    }
+                    Incoming::Malformed(e) => tracing::warn!("malformed frame from the hub: {e}"),
+                    Incoming::Alive(_) => {}
+                    Incoming::Closed => return Ok(()),
                 }
             }
             done = arrivals.finished() => {
                 for ack in acks_for(done)? {
-                    send_json(ws, &ack).await?;
+                    link.send(ack).await?;
                 }
                 last_sent = Instant::now();
             }
@@ -187,7 +180,7 @@ async fn serve(node: &Arc<Node>, ws: &mut transport::Ws) -> Result<()> {
                 keepalive(&mut |k| action = k.tick(Instant::now(), last_sent));
                 match action {
                     Action::Ping => {
-                        send(ws, Message::Ping(Vec::new().into())).await?;
+                        link.probe(0).await?;
                         last_sent = Instant::now();
                     }
                     Action::Dead => {
