@@ -122,6 +122,27 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// The children of `parent` that exited and were not reaped (zombies).
+pub fn zombie_children(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // After the name in parentheses: state, then the parent's pid.
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            fields.next() == Some("Z")
+                && fields.next().and_then(|p| p.parse::<u32>().ok()) == Some(parent)
+        })
+        .collect()
+}
+
 /// Sends a signal by pid via kill(1) (no unsafe in tests).
 pub fn kill(sig: &str, pid: u32) {
     let _ = Command::new("kill")
