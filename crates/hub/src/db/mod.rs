@@ -1,73 +1,74 @@
-//! The hub's tables, kept in the same SQLite file as its delivery outbox and inbox so that a
-//! message's record and its place in the outbox are written in one transaction. Writes go
-//! through the delivery writer (group commit); reads use a second connection (WAL).
-//! The SQL is kept portable (no SQLite-only syntax beyond upserts) for the PostgreSQL
-//! backend to come.
+//! The hub's own tables — nodes, join tokens, operators and their retired keys, messages,
+//! streamed output, forwarded events, the central error log — behind one trait,
+//! [`FleetStore`]: every read and write the hub does on them is one of its methods, and the
+//! rest of the hub sees only the trait (`Hub::read` hands out a `&dyn FleetStore`, writer
+//! jobs reach it through [`fleet`]). [`sqlite`] implements it for a `rusqlite::Connection`
+//! and holds the schema and its versioned migrations ([`migrate`]).
+//!
+//! The tables live in the same SQLite file as the hub's delivery outbox and inbox
+//! (`reeve_delivery::store`), so that a message's record and its place in a node's stream
+//! are written in one transaction: writes go through the delivery writer (group commit),
+//! whose jobs call the trait on the store's own connection; reads use a second connection
+//! (WAL).
+//!
+//! A PostgreSQL backend would implement [`FleetStore`] (the SQL is kept portable: standard
+//! SQL plus `ON CONFLICT` upserts, which PostgreSQL has too) and its own migrations. What it
+//! would still need is not behind this trait: the delivery store's outbox and inbox, which
+//! live in the SQLite file and are written in the same transaction as these tables (the
+//! writer's jobs get a `DeliveryStore`, not a `FleetStore`). Moving the hub to PostgreSQL
+//! means moving those too, or giving up that one transaction.
 
-use anyhow::{Context, Result};
-use rusqlite::{Connection, OptionalExtension, params};
+pub mod sqlite;
+
+pub use sqlite::{LATEST, migrate};
+
+use reeve_delivery::lane::Lane;
+use reeve_delivery::store::{DeliveryStore, StoreError};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-/// The schema, applied at every start (idempotent).
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS hub_nodes (
-    name TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, enrolled_ms INTEGER NOT NULL,
-    last_seen_ms INTEGER, facts TEXT NOT NULL DEFAULT '{}', facts_ms INTEGER);
-CREATE TABLE IF NOT EXISTS hub_tokens (
-    digest TEXT PRIMARY KEY, created_ms INTEGER NOT NULL, expires_at_ms INTEGER NOT NULL,
-    used_by TEXT);
-CREATE TABLE IF NOT EXISTS hub_operators (
-    name TEXT PRIMARY KEY, role TEXT NOT NULL, key TEXT, token_digest TEXT UNIQUE,
-    created_ms INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS hub_operator_keys (
-    name TEXT NOT NULL, key TEXT NOT NULL, until_ms INTEGER NOT NULL, PRIMARY KEY (name, key));
-CREATE TABLE IF NOT EXISTS hub_messages (
-    id TEXT PRIMARY KEY, node TEXT NOT NULL, lane TEXT NOT NULL DEFAULT 'ordered',
-    seq INTEGER, method TEXT NOT NULL,
-    sender TEXT NOT NULL, state TEXT NOT NULL, created_ms INTEGER NOT NULL,
-    delivered_ms INTEGER, replied_ms INTEGER, expires_at_ms INTEGER NOT NULL, reply TEXT);
-CREATE INDEX IF NOT EXISTS hub_messages_node_seq ON hub_messages (node, seq);
-CREATE INDEX IF NOT EXISTS hub_messages_state ON hub_messages (state);
-CREATE TABLE IF NOT EXISTS hub_output (
-    id TEXT NOT NULL, n INTEGER NOT NULL, stdout TEXT NOT NULL, stderr TEXT NOT NULL,
-    at_ms INTEGER NOT NULL, PRIMARY KEY (id, n));
-CREATE TABLE IF NOT EXISTS hub_events (
-    node TEXT NOT NULL, id INTEGER NOT NULL, ts_ms INTEGER NOT NULL, service TEXT,
-    kind TEXT NOT NULL, actor TEXT NOT NULL, message TEXT NOT NULL, detail TEXT,
-    PRIMARY KEY (node, id));
-CREATE INDEX IF NOT EXISTS hub_events_ts ON hub_events (ts_ms);
-CREATE TABLE IF NOT EXISTS hub_errors (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL, node TEXT,
-    kind TEXT NOT NULL, message TEXT NOT NULL);
-";
-
-/// Brings the tables up to date: the idempotent [`SCHEMA`], then the additive changes a
-/// `hub.db` made by an older hub lacks (each guarded by a check, never destructive).
-pub fn migrate(c: &Connection) -> Result<()> {
-    c.execute_batch(SCHEMA)
-        .context("cannot create the hub's tables")?;
-    if !has_column(c, "hub_nodes", "facts_ms")? {
-        c.execute_batch("ALTER TABLE hub_nodes ADD COLUMN facts_ms INTEGER")
-            .context("cannot add hub_nodes.facts_ms")?;
-    }
-    if !has_column(c, "hub_messages", "lane")? {
-        c.execute_batch("ALTER TABLE hub_messages ADD COLUMN lane TEXT NOT NULL DEFAULT 'ordered'")
-            .context("cannot add hub_messages.lane")?;
-    }
-    Ok(())
+/// A failed operation on the hub's tables: what was being done, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {what}")]
+pub struct FleetError {
+    /// What was being done ("read nodes", "record message", …).
+    pub what: &'static str,
+    /// Why (the backend's own error).
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
-fn has_column(c: &Connection, table: &str, column: &str) -> Result<bool> {
-    let mut stmt = c.prepare(&format!("PRAGMA table_info({table})"))?;
-    let names = stmt.query_map([], |r| r.get::<_, String>(1))?;
-    for n in names {
-        if n? == column {
-            return Ok(true);
+impl FleetError {
+    /// An error of the backend while doing `what`.
+    pub fn new(
+        what: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            what,
+            source: source.into(),
         }
     }
-    Ok(false)
+}
+
+/// Lets writer jobs use `?` on the trait's methods.
+impl From<FleetError> for StoreError {
+    fn from(e: FleetError) -> Self {
+        StoreError::Backend {
+            what: e.what,
+            source: e.source,
+        }
+    }
+}
+
+/// What the trait's methods return.
+pub type FleetResult<T> = std::result::Result<T, FleetError>;
+
+/// The hub's tables inside a writer job: the delivery store's own connection, so what the
+/// job writes there commits with what it does to the outbox and inbox.
+pub fn fleet(s: &DeliveryStore) -> &dyn FleetStore {
+    s.conn()
 }
 
 /// Hex SHA-256 of a secret (tokens are stored only as digests).
@@ -76,6 +77,162 @@ pub fn digest(secret: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Every operation the hub does on its tables. Object-safe and synchronous: the hub calls
+/// it on its read connection and inside the delivery writer's jobs (in their transaction).
+/// Times are ms since the epoch.
+pub trait FleetStore {
+    // Nodes.
+
+    /// The key (base64) enrolled under node `name`.
+    fn node_key(&self, name: &str) -> FleetResult<Option<String>>;
+    /// Nodes by name, `limit` from `offset`, optionally those whose name contains `search`
+    /// (literally: no wildcards).
+    fn nodes(&self, search: Option<&str>, offset: u64, limit: u64) -> FleetResult<Vec<NodeRow>>;
+    /// How many nodes [`FleetStore::nodes`] would list without paging.
+    fn count_nodes(&self, search: Option<&str>) -> FleetResult<u64>;
+    /// The names of the nodes whose name contains `search`, in order (for filters the
+    /// database cannot apply, like "online").
+    fn node_names(&self, search: Option<&str>) -> FleetResult<Vec<String>>;
+    /// One node.
+    fn node(&self, name: &str) -> FleetResult<Option<NodeRow>>;
+    /// Records the facts (JSON) a node reported (`hello`) and when they arrived.
+    fn record_facts(&self, node: &str, facts: &str, now_ms: u64) -> FleetResult<()>;
+    /// Records when `node` was last connected.
+    fn node_seen(&self, node: &str, now_ms: u64) -> FleetResult<()>;
+    /// Enrols node `name` with `key`, or gives an enrolled one this key (it keeps its
+    /// enrolment time, facts and last-seen).
+    fn enrol_node(&self, name: &str, key: &str, now_ms: u64) -> FleetResult<()>;
+    /// Forgets node `name` (its history stays); false if there was none.
+    fn remove_node(&self, name: &str) -> FleetResult<bool>;
+
+    // Join tokens.
+
+    /// Stores a new join token by the digest of its secret.
+    fn add_join_token(&self, digest: &str, created_ms: u64, expires_at_ms: u64) -> FleetResult<()>;
+    /// The join token with this digest.
+    fn join_token(&self, digest: &str) -> FleetResult<Option<JoinTokenRow>>;
+    /// Marks the join token with this digest used by `node`.
+    fn use_join_token(&self, digest: &str, node: &str) -> FleetResult<()>;
+
+    // Operators.
+
+    /// Adds operator `name`, or replaces the role, key and token digest of an existing one
+    /// (their creation time stays).
+    fn upsert_operator(
+        &self,
+        name: &str,
+        role: &str,
+        key: Option<&str>,
+        token_digest: &str,
+        now_ms: u64,
+    ) -> FleetResult<()>;
+    /// Removes operator `name` with every key of theirs; false if there was none.
+    fn remove_operator(&self, name: &str) -> FleetResult<bool>;
+    /// Operator `name` (with their current key, if any).
+    fn operator(&self, name: &str) -> FleetResult<Option<Operator>>;
+    /// Makes `new_key` operator `name`'s key; `old_key`, their current one, still signs
+    /// until `until_ms` (a key rotated back to is current only, not also retired). Run it
+    /// in one transaction with the read of `old_key`.
+    fn rotate_operator_key(
+        &self,
+        name: &str,
+        old_key: &str,
+        new_key: &str,
+        until_ms: u64,
+    ) -> FleetResult<()>;
+    /// The operator whose API token has this digest.
+    fn operator_by_token(&self, token_digest: &str) -> FleetResult<Option<Operator>>;
+    /// The operator whose current key is `key` (base64).
+    fn operator_by_key(&self, key: &str) -> FleetResult<Option<Operator>>;
+    /// May operator `name` sign with `key` (base64) at `now_ms`: their current key, or one
+    /// they rotated away from whose overlap window is still open?
+    fn operator_may_sign(&self, name: &str, key: &str, now_ms: u64) -> FleetResult<bool>;
+
+    // Messages.
+
+    /// Is there a message with this id?
+    fn message_exists(&self, id: &str) -> FleetResult<bool>;
+    /// Records a message in state `accepted`; false (and nothing changed) if one with its
+    /// id exists already.
+    fn insert_message(&self, m: &NewMessage<'_>) -> FleetResult<bool>;
+    /// Records message `id`'s position in its node's stream.
+    fn set_message_seq(&self, id: &str, seq: u64) -> FleetResult<()>;
+    /// Moves message `id` to `state`: a dead letter (`expired` or `purged`).
+    fn set_message_state(&self, id: &str, state: &str) -> FleetResult<()>;
+    /// Marks `delivered` the messages still `accepted` at positions `(from, upto]` of
+    /// `node`'s stream on `lane`; returns how many.
+    fn mark_delivered(
+        &self,
+        node: &str,
+        lane: Lane,
+        from: u64,
+        upto: u64,
+        now_ms: u64,
+    ) -> FleetResult<usize>;
+    /// Stores the reply (JSON) to message `id`, which `node` answers, unless it has one
+    /// already; true if it was stored.
+    fn mark_replied(&self, id: &str, node: &str, reply: &str, now_ms: u64) -> FleetResult<bool>;
+    /// Who sent message `id`.
+    fn message_sender(&self, id: &str) -> FleetResult<Option<String>>;
+    /// One message.
+    fn message(&self, id: &str) -> FleetResult<Option<MessageRow>>;
+    /// Messages, newest first, `limit` from `offset`, optionally in one state or for one
+    /// node.
+    fn messages(
+        &self,
+        state: Option<&str>,
+        node: Option<&str>,
+        offset: u64,
+        limit: u64,
+    ) -> FleetResult<Vec<MessageRow>>;
+    /// How many messages are in each state (states without messages are left out).
+    fn message_counts(&self) -> FleetResult<Vec<(String, u64)>>;
+    /// Ids of the messages still waiting for delivery (`accepted`) that were created
+    /// before `before_ms`, optionally only those to `node`, oldest first; at most 100,000.
+    fn waiting_before(&self, before_ms: u64, node: Option<&str>) -> FleetResult<Vec<String>>;
+
+    // Streamed output.
+
+    /// Stores `chunk` of message `id`'s output, which `node` answers; true when it is new
+    /// (not a copy, and the message is not answered yet).
+    fn add_output(&self, id: &str, node: &str, chunk: &Chunk) -> FleetResult<bool>;
+    /// The chunks of message `id` numbered above `after`, in order, at most `limit`.
+    fn output_after(&self, id: &str, after: u64, limit: u64) -> FleetResult<Vec<Chunk>>;
+
+    // Events.
+
+    /// Stores one event `node` forwarded; false if it was stored already.
+    fn insert_event(&self, node: &str, e: &NewEvent) -> FleetResult<bool>;
+    /// Events, newest first, optionally of one node, service or kind.
+    fn events(
+        &self,
+        node: Option<&str>,
+        service: Option<&str>,
+        kind: Option<&str>,
+        limit: u64,
+    ) -> FleetResult<Vec<EventRow>>;
+
+    // The central error log.
+
+    /// Appends to the central error log.
+    fn log_error(
+        &self,
+        now_ms: u64,
+        node: Option<&str>,
+        kind: &str,
+        message: &str,
+    ) -> FleetResult<()>;
+    /// The central error log, newest first.
+    fn errors(&self, limit: u64) -> FleetResult<Vec<ErrorRow>>;
+
+    // Retention.
+
+    /// Deletes one batch (at most `batch` rows of each table) of history older than its
+    /// cut-off: events, settled messages (replied, expired, purged; never one still
+    /// waiting or in flight) with streamed output, error log entries.
+    fn prune_batch(&self, before: &Cutoffs, batch: u64) -> FleetResult<Pruned>;
 }
 
 /// A node as the API shows it.
@@ -140,205 +297,6 @@ pub struct ErrorRow {
     pub message: String,
 }
 
-/// Appends to the central error log.
-pub fn log_error(
-    c: &Connection,
-    now_ms: u64,
-    node: Option<&str>,
-    kind: &str,
-    msg: &str,
-) -> rusqlite::Result<()> {
-    c.execute(
-        "INSERT INTO hub_errors (at_ms, node, kind, message) VALUES (?1, ?2, ?3, ?4)",
-        params![now_ms as i64, node, kind, msg],
-    )?;
-    Ok(())
-}
-
-/// The key enrolled under `name`.
-pub fn node_key(c: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
-    c.query_row(
-        "SELECT key FROM hub_nodes WHERE name = ?1",
-        params![name],
-        |r| r.get(0),
-    )
-    .optional()
-}
-
-const NODE_COLS: &str = "name, key, enrolled_ms, last_seen_ms, facts, facts_ms";
-
-fn node_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRow> {
-    let facts: String = r.get(4)?;
-    Ok(NodeRow {
-        name: r.get(0)?,
-        key: r.get(1)?,
-        enrolled_ms: r.get::<_, i64>(2)? as u64,
-        last_seen_ms: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
-        facts: serde_json::from_str(&facts).unwrap_or_else(|_| serde_json::json!({})),
-        facts_ms: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
-        online: false,
-    })
-}
-
-/// A `LIKE` pattern matching names that contain `search` literally.
-fn contains_pattern(search: Option<&str>) -> String {
-    let mut p = String::from("%");
-    for ch in search.unwrap_or("").chars() {
-        if matches!(ch, '%' | '_' | '\\') {
-            p.push('\\');
-        }
-        p.push(ch);
-    }
-    p.push('%');
-    p
-}
-
-/// Nodes by name, `limit` from `offset`, optionally those whose name contains `search`.
-pub fn nodes(
-    c: &Connection,
-    search: Option<&str>,
-    offset: u64,
-    limit: u64,
-) -> Result<Vec<NodeRow>> {
-    let mut stmt = c.prepare_cached(&format!(
-        "SELECT {NODE_COLS} FROM hub_nodes
-         WHERE name LIKE ?1 ESCAPE '\\' ORDER BY name LIMIT ?2 OFFSET ?3"
-    ))?;
-    let rows = stmt.query_map(
-        params![contains_pattern(search), limit as i64, offset as i64],
-        node_row,
-    )?;
-    rows.collect::<rusqlite::Result<_>>()
-        .context("cannot read nodes")
-}
-
-/// How many nodes [`nodes`] would list without paging.
-pub fn count_nodes(c: &Connection, search: Option<&str>) -> Result<u64> {
-    c.prepare_cached("SELECT COUNT(*) FROM hub_nodes WHERE name LIKE ?1 ESCAPE '\\'")?
-        .query_row(params![contains_pattern(search)], |r| r.get::<_, i64>(0))
-        .map(|n| n as u64)
-        .context("cannot count nodes")
-}
-
-/// The names of the nodes whose name contains `search`, in order (for filters the
-/// database cannot apply, like "online").
-pub fn node_names(c: &Connection, search: Option<&str>) -> Result<Vec<String>> {
-    let mut stmt = c.prepare_cached(
-        "SELECT name FROM hub_nodes WHERE name LIKE ?1 ESCAPE '\\' ORDER BY name",
-    )?;
-    let rows = stmt.query_map(params![contains_pattern(search)], |r| r.get(0))?;
-    rows.collect::<rusqlite::Result<_>>()
-        .context("cannot read node names")
-}
-
-/// One node.
-pub fn node(c: &Connection, name: &str) -> Result<Option<NodeRow>> {
-    c.prepare_cached(&format!(
-        "SELECT {NODE_COLS} FROM hub_nodes WHERE name = ?1"
-    ))?
-    .query_row(params![name], node_row)
-    .optional()
-    .context("cannot read node")
-}
-
-/// Records the facts a node reported (`hello`) and when they arrived.
-pub fn record_facts(c: &Connection, node: &str, facts: &str, now_ms: u64) -> rusqlite::Result<()> {
-    c.execute(
-        "UPDATE hub_nodes SET facts = ?2, facts_ms = ?3 WHERE name = ?1",
-        params![node, facts, now_ms as i64],
-    )?;
-    Ok(())
-}
-
-/// How many messages are in each state (states without messages are left out).
-pub fn message_counts(c: &Connection) -> Result<Vec<(String, u64)>> {
-    let mut stmt = c.prepare_cached("SELECT state, COUNT(*) FROM hub_messages GROUP BY state")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
-    rows.collect::<rusqlite::Result<_>>()
-        .context("cannot count messages")
-}
-
-fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
-    let reply: Option<String> = r.get(8)?;
-    Ok(MessageRow {
-        id: r.get(0)?,
-        node: r.get(1)?,
-        method: r.get(2)?,
-        sender: r.get(3)?,
-        state: r.get(4)?,
-        created_ms: r.get::<_, i64>(5)? as u64,
-        delivered_ms: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
-        replied_ms: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
-        reply: reply.and_then(|s| serde_json::from_str(&s).ok()),
-        lane: r.get(9)?,
-    })
-}
-
-const MESSAGE_COLS: &str =
-    "id, node, method, sender, state, created_ms, delivered_ms, replied_ms, reply, lane";
-
-/// One message.
-pub fn message(c: &Connection, id: &str) -> Result<Option<MessageRow>> {
-    c.query_row(
-        &format!("SELECT {MESSAGE_COLS} FROM hub_messages WHERE id = ?1"),
-        params![id],
-        message_row,
-    )
-    .optional()
-    .context("cannot read message")
-}
-
-/// Messages, newest first, `limit` from `offset`, optionally in one state or for one node.
-pub fn messages(
-    c: &Connection,
-    state: Option<&str>,
-    node: Option<&str>,
-    offset: u64,
-    limit: u64,
-) -> Result<Vec<MessageRow>> {
-    let mut stmt = c.prepare_cached(&format!(
-        "SELECT {MESSAGE_COLS} FROM hub_messages
-         WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR node = ?2)
-         ORDER BY created_ms DESC, id DESC LIMIT ?3 OFFSET ?4"
-    ))?;
-    let rows = stmt.query_map(
-        params![state, node, limit as i64, offset as i64],
-        message_row,
-    )?;
-    rows.collect::<rusqlite::Result<_>>()
-        .context("cannot read messages")
-}
-
-/// Ids of the messages still waiting for delivery (`accepted`) that were created before
-/// `before_ms`, optionally only those to `node`; at most 100,000.
-pub fn waiting_before(c: &Connection, before_ms: u64, node: Option<&str>) -> Result<Vec<String>> {
-    let mut stmt = c.prepare_cached(
-        "SELECT id FROM hub_messages WHERE state = 'accepted' AND created_ms < ?1
-         AND (?2 IS NULL OR node = ?2) ORDER BY created_ms LIMIT 100000",
-    )?;
-    let rows = stmt.query_map(params![before_ms as i64, node], |r| r.get(0))?;
-    rows.collect::<rusqlite::Result<_>>()
-        .context("cannot read waiting messages")
-}
-
-/// The central error log, newest first.
-pub fn errors(c: &Connection, limit: u64) -> Result<Vec<ErrorRow>> {
-    let mut stmt = c.prepare_cached(
-        "SELECT id, at_ms, node, kind, message FROM hub_errors ORDER BY id DESC LIMIT ?1",
-    )?;
-    let rows = stmt.query_map(params![limit as i64], |r| {
-        Ok(ErrorRow {
-            id: r.get(0)?,
-            at_ms: r.get::<_, i64>(1)? as u64,
-            node: r.get(2)?,
-            kind: r.get(3)?,
-            message: r.get(4)?,
-        })
-    })?;
-    rows.collect::<rusqlite::Result<_>>()
-        .context("cannot read errors")
-}
-
 /// An operator, found by API token.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Operator {
@@ -348,93 +306,6 @@ pub struct Operator {
     pub role: String,
     /// Their public key (base64), if registered.
     pub key: Option<String>,
-}
-
-/// The operator holding `token`.
-pub fn operator_by_token(c: &Connection, token: &str) -> Result<Option<Operator>> {
-    c.query_row(
-        "SELECT name, role, key FROM hub_operators WHERE token_digest = ?1",
-        params![digest(token)],
-        |r| {
-            Ok(Operator {
-                name: r.get(0)?,
-                role: r.get(1)?,
-                key: r.get(2)?,
-            })
-        },
-    )
-    .optional()
-    .context("cannot read operators")
-}
-
-/// May operator `name` sign with `key` (base64) at `now_ms`: their current key, or one they
-/// rotated away from whose overlap window is still open?
-pub fn operator_may_sign(c: &Connection, name: &str, key: &str, now_ms: u64) -> Result<bool> {
-    let n: i64 = c
-        .query_row(
-            "SELECT (SELECT COUNT(*) FROM hub_operators WHERE name = ?1 AND key = ?2)
-                  + (SELECT COUNT(*) FROM hub_operator_keys
-                     WHERE name = ?1 AND key = ?2 AND until_ms > ?3)",
-            params![name, key, now_ms as i64],
-            |r| r.get(0),
-        )
-        .context("cannot read operator keys")?;
-    Ok(n > 0)
-}
-
-/// The operator holding `key`.
-pub fn operator_by_key(c: &Connection, key: &str) -> Result<Option<Operator>> {
-    c.query_row(
-        "SELECT name, role, key FROM hub_operators WHERE key = ?1",
-        params![key],
-        |r| {
-            Ok(Operator {
-                name: r.get(0)?,
-                role: r.get(1)?,
-                key: r.get(2)?,
-            })
-        },
-    )
-    .optional()
-    .context("cannot read operators")
-}
-
-/// Stores one event a node forwarded (its own `id`); false if it was stored already.
-pub fn insert_event(c: &Connection, node: &str, e: &serde_json::Value) -> rusqlite::Result<bool> {
-    let s = |k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
-    let Some(id) = e.get("id").and_then(|v| v.as_i64()) else {
-        return Ok(false);
-    };
-    let n = c.execute(
-        "INSERT OR IGNORE INTO hub_events (node, id, ts_ms, service, kind, actor, message, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            node,
-            id,
-            e.get("ts_ms").and_then(|v| v.as_i64()).unwrap_or(0),
-            e.get("service").and_then(|v| v.as_str()),
-            s("kind"),
-            s("actor"),
-            s("message"),
-            e.get("detail")
-                .filter(|d| !d.is_null())
-                .map(|d| d.to_string()),
-        ],
-    )?;
-    Ok(n == 1)
-}
-
-/// An event as the API shows it.
-pub fn event_json(node: &str, e: &serde_json::Value) -> serde_json::Value {
-    serde_json::json!({
-        "node": node,
-        "id": e.get("id"),
-        "ts_ms": e.get("ts_ms"),
-        "service": e.get("service"),
-        "kind": e.get("kind"),
-        "actor": e.get("actor"),
-        "message": e.get("message"),
-    })
 }
 
 /// A node's event as the API shows it (as forwarded by its agent).
@@ -456,30 +327,121 @@ pub struct EventRow {
     pub message: String,
 }
 
-/// Events, newest first, optionally of one node, service or kind.
-pub fn events(
-    c: &Connection,
-    node: Option<&str>,
-    service: Option<&str>,
-    kind: Option<&str>,
-    limit: u64,
-) -> Result<Vec<EventRow>> {
-    let mut stmt = c.prepare_cached(
-        "SELECT node, id, ts_ms, service, kind, actor, message FROM hub_events
-         WHERE (?1 IS NULL OR node = ?1) AND (?2 IS NULL OR service = ?2) AND (?3 IS NULL OR kind = ?3)
-         ORDER BY ts_ms DESC, id DESC LIMIT ?4",
-    )?;
-    let rows = stmt.query_map(params![node, service, kind, limit as i64], |r| {
-        Ok(EventRow {
-            node: r.get(0)?,
-            id: r.get(1)?,
-            ts_ms: r.get(2)?,
-            service: r.get(3)?,
-            kind: r.get(4)?,
-            actor: r.get(5)?,
-            message: r.get(6)?,
+/// An event as the API shows it.
+pub fn event_json(node: &str, e: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "node": node,
+        "id": e.get("id"),
+        "ts_ms": e.get("ts_ms"),
+        "service": e.get("service"),
+        "kind": e.get("kind"),
+        "actor": e.get("actor"),
+        "message": e.get("message"),
+    })
+}
+
+/// A message to record (state `accepted`).
+#[derive(Clone, Debug)]
+pub struct NewMessage<'a> {
+    /// The request id.
+    pub id: &'a str,
+    /// The node it is for.
+    pub node: &'a str,
+    /// The lane it travels on.
+    pub lane: Lane,
+    /// Its position in the node's stream, if known yet.
+    pub seq: Option<u64>,
+    /// Its method.
+    pub method: &'a str,
+    /// Who sent it (an operator, a node, `hub`).
+    pub sender: &'a str,
+    /// When it was accepted.
+    pub created_ms: u64,
+    /// When it expires if not delivered.
+    pub expires_at_ms: u64,
+}
+
+/// A join token as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JoinTokenRow {
+    /// When it stops working.
+    pub expires_at_ms: u64,
+    /// The node that used it, if one did.
+    pub used_by: Option<String>,
+}
+
+/// One chunk of a message's streamed output.
+#[derive(Serialize, Clone, Debug, PartialEq, ToSchema)]
+pub struct Chunk {
+    /// Its number, from 1.
+    pub n: u64,
+    /// Standard output in it.
+    pub stdout: String,
+    /// Standard error in it.
+    pub stderr: String,
+    /// When the hub stored it, ms since the epoch.
+    pub at_ms: u64,
+}
+
+/// An event a node forwarded, to store (its `id` is its position in the node's own log).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    /// Its position in the node's event log.
+    pub id: i64,
+    /// When it happened (the node's clock).
+    pub ts_ms: i64,
+    /// The service it is about, if any.
+    pub service: Option<String>,
+    /// What happened.
+    pub kind: String,
+    /// Who caused it.
+    pub actor: String,
+    /// A one-line description.
+    pub message: String,
+    /// More, as JSON text.
+    pub detail: Option<String>,
+}
+
+impl NewEvent {
+    /// The event in an agent's forwarded JSON (`None` without an `id`).
+    pub fn from_json(e: &serde_json::Value) -> Option<Self> {
+        let s = |k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        Some(Self {
+            id: e.get("id").and_then(|v| v.as_i64())?,
+            ts_ms: e.get("ts_ms").and_then(|v| v.as_i64()).unwrap_or(0),
+            service: e
+                .get("service")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+            kind: s("kind"),
+            actor: s("actor"),
+            message: s("message"),
+            detail: e
+                .get("detail")
+                .filter(|d| !d.is_null())
+                .map(|d| d.to_string()),
         })
-    })?;
-    rows.collect::<rusqlite::Result<_>>()
-        .context("cannot read events")
+    }
+}
+
+/// The cut-offs of a retention pass: what is older goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cutoffs {
+    /// Node events.
+    pub events: u64,
+    /// Settled messages and their streamed output.
+    pub messages: u64,
+    /// The central error log.
+    pub errors: u64,
+}
+
+/// What a retention pass (or one batch of it) deleted.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Node events.
+    pub events: u64,
+    /// Settled messages (with their chunks of streamed output).
+    pub messages: u64,
+    /// Error log entries.
+    pub errors: u64,
 }
