@@ -32,6 +32,16 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// Another storage backend failed inside a job: the tables a user of the store keeps
+    /// beside it and writes in the same transaction (the hub's, behind its own trait).
+    #[error("storage backend: {what}")]
+    Backend {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 fn q(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {

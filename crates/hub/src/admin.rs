@@ -1,12 +1,13 @@
 //! Local administration on the hub's data directory (run on the hub's machine, guarded by
 //! file permissions): join tokens and operators. These work whether the hub runs or not.
 
-use crate::{db, now_ms};
+use crate::db::{self, FleetStore};
+use crate::now_ms;
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use reeve_delivery::join::JoinToken;
 use reeve_delivery::keys::PublicKey;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use std::path::Path;
 
 fn open(dir: &Path) -> Result<Connection> {
@@ -15,10 +16,7 @@ fn open(dir: &Path) -> Result<Connection> {
     // Creates the delivery tables too, so the file is complete for the hub.
     let store = reeve_delivery::store::DeliveryStore::open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    store
-        .conn()
-        .execute_batch(db::SCHEMA)
-        .context("cannot create the hub's tables")?;
+    db::migrate(store.conn())?;
     drop(store);
     let c = Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
     c.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -35,15 +33,7 @@ pub fn create_token(dir: &Path, url: &str, ttl_ms: u64) -> Result<JoinToken> {
         &id.key.public().fingerprint(),
         now.saturating_add(ttl_ms),
     )?;
-    c.execute(
-        "INSERT INTO hub_tokens (digest, created_ms, expires_at_ms) VALUES (?1, ?2, ?3)",
-        params![
-            db::digest(token.secret()),
-            now as i64,
-            token.expires_at_ms as i64
-        ],
-    )
-    .context("cannot store the token")?;
+    c.add_join_token(&db::digest(token.secret()), now, token.expires_at_ms)?;
     Ok(token)
 }
 
@@ -74,25 +64,16 @@ pub fn add_operator(dir: &Path, name: &str, role: &str, key: Option<&str>) -> Re
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
     );
     let c = open(dir)?;
-    c.execute(
-        "INSERT INTO hub_operators (name, role, key, token_digest, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(name) DO UPDATE SET role = ?2, key = ?3, token_digest = ?4",
-        params![name, role, key, db::digest(&token), now_ms() as i64],
-    )
-    .context("cannot store the operator")?;
+    c.upsert_operator(name, role, key, &db::digest(&token), now_ms())?;
     Ok(token)
 }
 
 /// Removes operator `name` (their token and every key of theirs stop working at once).
 pub fn remove_operator(dir: &Path, name: &str) -> Result<()> {
     let c = open(dir)?;
-    if c.execute("DELETE FROM hub_operators WHERE name = ?1", params![name])? == 0 {
+    if !c.remove_operator(name)? {
         bail!("no operator named {name:?}");
     }
-    c.execute(
-        "DELETE FROM hub_operator_keys WHERE name = ?1",
-        params![name],
-    )?;
     Ok(())
 }
 
@@ -111,38 +92,20 @@ pub fn rotate_operator_key(
     // Immediate: the write lock up front (waiting for a running hub's writer), since a
     // read-then-write transaction cannot wait once the hub commits in between.
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let old: Option<Option<String>> = tx
-        .query_row(
-            "SELECT key FROM hub_operators WHERE name = ?1",
-            params![name],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let old = match old {
+    let f: &dyn FleetStore = &*tx;
+    let old = match f.operator(name)? {
         None => bail!("no operator named {name:?}"),
-        Some(None) => bail!(
+        Some(db::Operator { key: None, .. }) => bail!(
             "operator {name:?} has no key to rotate: give them one with `reeve hub operator add {name} --key FILE`"
         ),
-        Some(Some(k)) => k,
+        Some(db::Operator { key: Some(k), .. }) => k,
     };
     if old == new_key {
         bail!("that is already {name}'s key");
     }
     let until = now_ms().saturating_add(overlap.as_millis() as u64);
-    tx.execute(
-        "INSERT INTO hub_operator_keys (name, key, until_ms) VALUES (?1, ?2, ?3)
-         ON CONFLICT(name, key) DO UPDATE SET until_ms = ?3",
-        params![name, old, until as i64],
-    )?;
     // A key rotated back to is current again, not also a retired one.
-    tx.execute(
-        "DELETE FROM hub_operator_keys WHERE name = ?1 AND key = ?2",
-        params![name, new_key],
-    )?;
-    tx.execute(
-        "UPDATE hub_operators SET key = ?2 WHERE name = ?1",
-        params![name, new_key],
-    )?;
+    f.rotate_operator_key(name, &old, new_key, until)?;
     tx.commit().context("cannot store the new key")?;
     Ok(until)
 }

@@ -4,7 +4,8 @@
 //! who calls the API, the signature is what nodes' policies judge. Joining nodes use
 //! `POST /api/v1/join` with a one-time token instead.
 
-use crate::{Hub, db, now_ms, sql};
+use crate::db::{self, fleet};
+use crate::{Hub, now_ms};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{MatchedPath, Path, Query, Request, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -14,7 +15,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use reeve_delivery::envelope::Authorized;
 use reeve_delivery::keys::PublicKey;
-use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,7 +153,7 @@ pub(crate) fn authorize(
             )
         })?;
     let op = hub
-        .read(|c| db::operator_by_token(c, token.trim()))
+        .read(|f| Ok(f.operator_by_token(&db::digest(token.trim()))?))
         .map_err(internal)?
         .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unknown token".into()))?;
     if rank(&op.role) < rank(need) {
@@ -311,36 +311,26 @@ async fn join(
     let outcome: Result<(), String> = hub
         .writer
         .run(move |s| {
-            let c = s.conn();
-            let tok: Option<(i64, Option<String>)> = rusqlite::OptionalExtension::optional(c.query_row(
-                "SELECT expires_at_ms, used_by FROM hub_tokens WHERE digest = ?1",
-                params![digest],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            ))
-            .map_err(sql("read token"))?;
+            let f = fleet(s);
             let refuse = |why: &str| -> Result<Result<(), String>, reeve_delivery::store::StoreError> {
-                db::log_error(c, now, Some(&node), "join_refused", why).map_err(sql("log"))?;
+                f.log_error(now, Some(&node), "join_refused", why)?;
                 Ok(Err(why.to_string()))
             };
-            match tok {
+            match f.join_token(&digest)? {
                 None => return refuse("unknown join token"),
-                Some((_, Some(by))) => return refuse(&format!("this join token was used already (by {by})")),
-                Some((exp, None)) if exp as u64 <= now => return refuse("this join token has expired"),
+                Some(db::JoinTokenRow { used_by: Some(by), .. }) => {
+                    return refuse(&format!("this join token was used already (by {by})"));
+                }
+                Some(t) if t.expires_at_ms <= now => return refuse("this join token has expired"),
                 _ => {}
             }
-            if let Some(k) = db::node_key(c, &node).map_err(sql("read node"))?
+            if let Some(k) = f.node_key(&node)?
                 && k != key64
             {
                 return refuse(&format!("a node named {node} is enrolled with another key (reeve nodes remove NAME frees the name)"));
             }
-            c.execute(
-                "INSERT INTO hub_nodes (name, key, enrolled_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(name) DO UPDATE SET key = ?2",
-                params![node, key64, now as i64],
-            )
-            .map_err(sql("enrol"))?;
-            c.execute("UPDATE hub_tokens SET used_by = ?2 WHERE digest = ?1", params![digest, node])
-                .map_err(sql("use token"))?;
+            f.enrol_node(&node, &key64, now)?;
+            f.use_join_token(&digest, &node)?;
             Ok(Ok(()))
         })
         .await
@@ -408,26 +398,21 @@ async fn nodes(
     let search = q.search.as_deref();
     let (total, rows) = match q.online {
         None => hub
-            .read(|c| {
-                Ok((
-                    db::count_nodes(c, search)?,
-                    db::nodes(c, search, offset, limit)?,
-                ))
-            })
+            .read(|f| Ok((f.count_nodes(search)?, f.nodes(search, offset, limit)?)))
             .map_err(internal)?,
         // Connection state lives in memory: filter the names, then read one page.
         Some(want) => {
             let names: Vec<String> = hub
-                .read(|c| db::node_names(c, search))
+                .read(|f| Ok(f.node_names(search)?))
                 .map_err(internal)?
                 .into_iter()
                 .filter(|n| hub.is_online(n) == want)
                 .collect();
             let rows = hub
-                .read(|c| {
+                .read(|f| {
                     let mut rows = Vec::new();
                     for n in names.iter().skip(offset as usize).take(limit as usize) {
-                        rows.extend(db::node(c, n)?);
+                        rows.extend(f.node(n)?);
                     }
                     Ok(rows)
                 })
@@ -459,7 +444,7 @@ async fn node(
     Path(name): Path<String>,
 ) -> ApiResult {
     authorize(&hub, &headers, "viewer")?;
-    match hub.read(|c| db::node(c, &name)).map_err(internal)? {
+    match hub.read(|f| Ok(f.node(&name)?)).map_err(internal)? {
         Some(n) => Ok(Json(with_online(&hub, n)).into_response()),
         None => Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -577,7 +562,7 @@ async fn send(
         let signer = a.signer.to_base64();
         let may = signer == op_key
             || hub
-                .read(|c| db::operator_may_sign(c, &op.name, &signer, now))
+                .read(|f| Ok(f.operator_may_sign(&op.name, &signer, now)?))
                 .map_err(internal)?;
         if !may {
             return Err(ApiError(
@@ -675,7 +660,7 @@ async fn purge(
         let before = crate::now_ms().saturating_sub(age.0);
         let node = b.node.filter(|n| !n.is_empty());
         let old = hub
-            .read(|c| db::waiting_before(c, before, node.as_deref()))
+            .read(|f| Ok(f.waiting_before(before, node.as_deref())?))
             .map_err(internal)?;
         ids.extend(old);
     }
@@ -752,7 +737,7 @@ async fn messages(
     let state = q.state.map(MessageState::as_str);
     let node = q.node.as_deref().filter(|n| !n.is_empty());
     let rows = hub
-        .read(|c| db::messages(c, state, node, offset, limit))
+        .read(|f| Ok(f.messages(state, node, offset, limit)?))
         .map_err(internal)?;
     Ok(Json(rows).into_response())
 }
@@ -785,7 +770,7 @@ async fn message(
     authorize(&hub, &headers, "viewer")?;
     let q = query(q)?;
     let row = long_poll(&hub, q.wait, || {
-        let row = hub.read(|c| db::message(c, &id)).map_err(internal)?;
+        let row = hub.read(|f| Ok(f.message(&id)?)).map_err(internal)?;
         let Some(row) = row else {
             return Err(ApiError(
                 StatusCode::NOT_FOUND,
@@ -845,7 +830,7 @@ async fn errors(
     authorize(&hub, &headers, "viewer")?;
     let q = query(q)?;
     let (_, limit) = page(Count(0), q.limit);
-    let rows = hub.read(|c| db::errors(c, limit)).map_err(internal)?;
+    let rows = hub.read(|f| Ok(f.errors(limit)?)).map_err(internal)?;
     Ok(Json(rows).into_response())
 }
 
@@ -879,14 +864,13 @@ async fn events(
     let q = query(q)?;
     let (_, limit) = page(Count(0), q.limit);
     let rows = hub
-        .read(|c| {
-            db::events(
-                c,
+        .read(|f| {
+            Ok(f.events(
                 q.node.as_deref(),
                 q.service.as_deref(),
                 q.kind.as_deref(),
                 limit,
-            )
+            )?)
         })
         .map_err(internal)?;
     Ok(Json(rows).into_response())
@@ -973,7 +957,7 @@ async fn node_request(
         return Err(bad("method: 1 to 64 characters"));
     }
     if hub
-        .read(|c| Ok(db::node_key(c, &name)?))
+        .read(|f| Ok(f.node_key(&name)?))
         .map_err(internal)?
         .is_none()
     {

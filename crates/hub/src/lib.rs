@@ -3,7 +3,8 @@
 //! forwarded at once or stored until the node is back (store-and-forward); replies and the
 //! central error log come back the same way. The HTTP API serves operators and the CLI.
 //!
-//! Code map: [`identity`] (key and certificate), [`db`] (tables), [`relay`] (one task per
+//! Code map: [`identity`] (key and certificate), [`db`] (tables, behind a storage trait;
+//! SQLite and its migrations in `db::sqlite`), [`relay`] (one task per
 //! connected node), [`api`] (HTTP), [`openapi`] (its OpenAPI document), [`metrics`]
 //! (Prometheus), [`serve`] (listeners), [`admin`] (local commands that work on the data
 //! directory: join tokens, operators), [`backup`] (backup, restore, the data directory's
@@ -25,12 +26,13 @@ pub mod retention;
 pub mod serve;
 
 use anyhow::{Context, Result, bail};
+use db::{FleetStore, fleet};
 use reeve_delivery::envelope::{Authorized, Content, Sequenced, StreamId, check_authorized, seal};
 use reeve_delivery::keys::{KeyPair, PublicKey};
 use reeve_delivery::lane::{Lane, lane_of};
 use reeve_delivery::store::parse_stream_key;
 use reeve_delivery::writer::Writer;
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -140,18 +142,18 @@ impl Hub {
         self.key.public()
     }
 
-    /// Runs `f` on the read connection.
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    /// Runs `f` on the hub's tables through the read connection.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&dyn FleetStore) -> Result<T>) -> Result<T> {
         let c = self
             .read
             .lock()
             .map_err(|_| anyhow::anyhow!("hub read lock poisoned"))?;
-        f(&c)
+        f(&*c)
     }
 
     /// One message's record.
     pub fn message(&self, id: &str) -> Result<Option<db::MessageRow>> {
-        self.read(|c| db::message(c, id))
+        self.read(|f| Ok(f.message(id)?))
     }
 
     /// Is `node` connected now?
@@ -177,7 +179,7 @@ impl Hub {
         if request.expires_at_ms <= now {
             bail!("refused: request {} has already expired", request.id);
         }
-        if self.read(|c| Ok(db::node_key(c, &request.to)?))?.is_none() {
+        if self.read(|f| Ok(f.node_key(&request.to)?))?.is_none() {
             bail!("refused: no node named {:?} is enrolled", request.to);
         }
         let lane = lane_of(&request);
@@ -193,29 +195,30 @@ impl Hub {
         let seq = self
             .writer
             .run(move |s| {
-                let known: Option<String> = rusqlite::OptionalExtension::optional(s.conn().query_row(
-                    "SELECT id FROM hub_messages WHERE id = ?1",
-                    params![id2],
-                    |r| r.get(0),
-                ))
-                .map_err(sql("check id"))?;
-                if known.is_some() {
+                if fleet(s).message_exists(&id2)? {
                     return Ok(None);
                 }
                 let seq = s.enqueue(&s2, &id2, request.expires_at_ms, |seq| {
                     seal(
-                        &Sequenced { stream: s2.clone(), seq: Some(seq), content: Content::Request { auth } },
+                        &Sequenced {
+                            stream: s2.clone(),
+                            seq: Some(seq),
+                            content: Content::Request { auth },
+                        },
                         &key,
                     )
                     .unwrap_or_default()
                 })?;
-                s.conn()
-                    .execute(
-                        "INSERT INTO hub_messages (id, node, lane, seq, method, sender, state, created_ms, expires_at_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'accepted', ?7, ?8)",
-                        params![id2, node, lane.as_str(), seq as i64, method, sender, now as i64, request.expires_at_ms as i64],
-                    )
-                    .map_err(sql("record message"))?;
+                fleet(s).insert_message(&db::NewMessage {
+                    id: &id2,
+                    node: &node,
+                    lane,
+                    seq: Some(seq),
+                    method: &method,
+                    sender: &sender,
+                    created_ms: now,
+                    expires_at_ms: request.expires_at_ms,
+                })?;
                 Ok(Some(seq))
             })
             .await
@@ -246,20 +249,14 @@ impl Hub {
                 let gone = s.expire(now, reeve_delivery::store::skip_sealer(&key, "expired"))?;
                 for e in &gone {
                     let node = parse_stream_key(&e.stream_key).map(|s| s.receiver);
-                    s.conn()
-                        .execute(
-                            "UPDATE hub_messages SET state = 'expired' WHERE id = ?1",
-                            params![e.id],
-                        )
-                        .map_err(sql("mark expired"))?;
-                    db::log_error(
-                        s.conn(),
+                    let f = fleet(s);
+                    f.set_message_state(&e.id, "expired")?;
+                    f.log_error(
                         now,
                         node.as_deref(),
                         "dead_letter",
                         &format!("message {} (seq {}) expired before delivery; a skip marker replaces it", e.id, e.seq),
-                    )
-                    .map_err(sql("log dead letter"))?;
+                    )?;
                 }
                 Ok(gone.into_iter().filter_map(|e| parse_stream_key(&e.stream_key)).map(|s| s.receiver).collect::<Vec<_>>())
             })
@@ -289,20 +286,14 @@ impl Hub {
                 let gone = s.purge(&ids, now, reeve_delivery::store::skip_sealer(&key, &reason))?;
                 for e in &gone {
                     let node = parse_stream_key(&e.stream_key).map(|s| s.receiver);
-                    s.conn()
-                        .execute(
-                            "UPDATE hub_messages SET state = 'purged' WHERE id = ?1",
-                            params![e.id],
-                        )
-                        .map_err(sql("mark purged"))?;
-                    db::log_error(
-                        s.conn(),
+                    let f = fleet(s);
+                    f.set_message_state(&e.id, "purged")?;
+                    f.log_error(
                         now,
                         node.as_deref(),
                         "purged",
                         &format!("message {} (seq {}) {reason} before delivery; a skip marker replaces it", e.id, e.seq),
-                    )
-                    .map_err(sql("log purge"))?;
+                    )?;
                 }
                 Ok(gone)
             })
@@ -317,13 +308,6 @@ impl Hub {
         }
         Ok(gone.into_iter().map(|e| e.id).collect())
     }
-}
-
-/// Maps an SQL error inside a writer job to the store's error type.
-pub(crate) fn sql(
-    what: &'static str,
-) -> impl FnOnce(rusqlite::Error) -> reeve_delivery::store::StoreError {
-    move |source| reeve_delivery::store::StoreError::Sql { what, source }
 }
 
 /// A started hub.

@@ -7,7 +7,7 @@
 //! format (what `promtool check metrics` and every scraper read), or OpenMetrics when the
 //! scraper asks for it (`Accept: application/openmetrics-text`).
 
-use crate::{Hub, db};
+use crate::Hub;
 use anyhow::Result;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -213,8 +213,7 @@ impl Metrics {
     /// `openmetrics` selects the OpenMetrics text format, else the classic one.
     pub fn render(&self, hub: &Hub, openmetrics: bool) -> Result<String> {
         let connected = hub.live.lock().map_or(0, |l| l.len());
-        let (enrolled, counts) =
-            hub.read(|c| Ok((db::count_nodes(c, None)?, db::message_counts(c)?)))?;
+        let (enrolled, counts) = hub.read(|f| Ok((f.count_nodes(None)?, f.message_counts()?)))?;
         self.nodes_connected.set(connected as i64);
         self.nodes_enrolled.set(enrolled as i64);
         for state in MESSAGE_STATES {

@@ -5,16 +5,17 @@
 //! reply arrives, the message's reply gets the whole output back: every chunk's, then the
 //! final reply's own remainder — so it reads like an `exec` reply.
 
+use crate::Hub;
 use crate::api::{
     ApiError, ApiResult, Count, ErrorBody, authorize, internal, long_poll, query, settled,
 };
-use crate::{Hub, db};
+pub use crate::db::Chunk;
+use crate::db::{FleetResult, FleetStore};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
@@ -30,43 +31,36 @@ pub fn chunk_number(body: &Value) -> Option<u64> {
 /// Records chunk `n` of message `id`, which `node` answers; true when it is new (not a
 /// copy, and the message is not answered yet).
 pub fn record_chunk(
-    c: &Connection,
+    f: &dyn FleetStore,
     id: &str,
     node: &str,
     n: u64,
     body: &Value,
     now: u64,
-) -> rusqlite::Result<bool> {
+) -> FleetResult<bool> {
     let text = |k: &str| {
         body.get(k)
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string()
     };
-    let added = c.execute(
-        "INSERT OR IGNORE INTO hub_output (id, n, stdout, stderr, at_ms)
-         SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS
-             (SELECT 1 FROM hub_messages WHERE id = ?1 AND node = ?6 AND state != 'replied')",
-        params![
-            id,
-            n as i64,
-            text("stdout"),
-            text("stderr"),
-            now as i64,
-            node
-        ],
-    )?;
-    Ok(added == 1)
+    let chunk = Chunk {
+        n,
+        stdout: text("stdout"),
+        stderr: text("stderr"),
+        at_ms: now,
+    };
+    f.add_output(id, node, &chunk)
 }
 
 /// The final reply `body` of message `id` with the streamed output put back in front of
 /// its own (unchanged when nothing was streamed).
-pub fn assemble(c: &Connection, id: &str, mut body: Value) -> rusqlite::Result<Value> {
+pub fn assemble(f: &dyn FleetStore, id: &str, mut body: Value) -> FleetResult<Value> {
     if body.get("chunks").and_then(Value::as_u64).unwrap_or(0) == 0 {
         return Ok(body);
     }
     let (mut out, mut err) = (String::new(), String::new());
-    for chunk in chunks(c, id, 0, u64::MAX)? {
+    for chunk in f.output_after(id, 0, u64::MAX)? {
         out.push_str(&chunk.stdout);
         err.push_str(&chunk.stderr);
     }
@@ -77,39 +71,6 @@ pub fn assemble(c: &Connection, id: &str, mut body: Value) -> rusqlite::Result<V
         }
     }
     Ok(body)
-}
-
-/// One chunk of a message's streamed output.
-#[derive(Serialize, Clone, Debug, ToSchema)]
-pub struct Chunk {
-    /// Its number, from 1.
-    pub n: u64,
-    /// Standard output in it.
-    pub stdout: String,
-    /// Standard error in it.
-    pub stderr: String,
-    /// When the hub stored it, ms since the epoch.
-    pub at_ms: u64,
-}
-
-/// Chunks of message `id` after number `after`, at most `limit`.
-pub fn chunks(c: &Connection, id: &str, after: u64, limit: u64) -> rusqlite::Result<Vec<Chunk>> {
-    let mut stmt = c.prepare_cached(
-        "SELECT n, stdout, stderr, at_ms FROM hub_output WHERE id = ?1 AND n > ?2
-         ORDER BY n LIMIT ?3",
-    )?;
-    let rows = stmt.query_map(
-        params![id, after as i64, limit.min(i64::MAX as u64) as i64],
-        |r| {
-            Ok(Chunk {
-                n: r.get::<_, i64>(0)? as u64,
-                stdout: r.get(1)?,
-                stderr: r.get(2)?,
-                at_ms: r.get::<_, i64>(3)? as u64,
-            })
-        },
-    )?;
-    rows.collect()
 }
 
 /// Query of `GET /api/v1/messages/{id}/output`.
@@ -156,11 +117,11 @@ pub async fn message_output(
     let q = query(q)?;
     let out = long_poll(&hub, q.wait, || {
         let found = hub
-            .read(|c| {
-                let Some(m) = db::message(c, &id)? else {
+            .read(|f| {
+                let Some(m) = f.message(&id)? else {
                     return Ok(None);
                 };
-                Ok(Some((m.state, chunks(c, &id, q.after.0, 100)?)))
+                Ok(Some((m.state, f.output_after(&id, q.after.0, 100)?)))
             })
             .map_err(internal)?;
         let Some((state, chunks)) = found else {

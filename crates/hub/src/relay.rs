@@ -10,7 +10,8 @@
 //! handshake). A second live connection with a node's key is refused and reported (a cloned
 //! machine). Frames larger than [`MAX_FRAME`] close the connection.
 
-use crate::{Hub, Live, db, now_ms, sql};
+use crate::db::fleet;
+use crate::{Hub, Live, now_ms};
 use anyhow::{Context, Result, anyhow, bail};
 use axum::extract::ws::{Message, WebSocket};
 use reeve_delivery::envelope::StreamId;
@@ -21,7 +22,6 @@ use reeve_delivery::lane::Lane;
 use reeve_delivery::link::{Frame, Outgoing};
 use reeve_delivery::pipeline::{Pipeline, acks_for};
 use reeve_delivery::writer::WriterError;
-use rusqlite::params;
 use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -89,9 +89,7 @@ async fn refuse(hub: &Hub, ws: &mut WebSocket, node: Option<&str>, kind: &str, r
     let now = now_ms();
     let _ = hub
         .writer
-        .run(move |s| {
-            db::log_error(s.conn(), now, node.as_deref(), &kind, &reason).map_err(sql("log"))
-        })
+        .run(move |s| Ok(fleet(s).log_error(now, node.as_deref(), &kind, &reason)?))
         .await;
     hub.bump();
 }
@@ -106,7 +104,7 @@ pub async fn handle(hub: Arc<Hub>, mut ws: WebSocket) {
         Err(e) => return refuse(&hub, &mut ws, None, "refused", format!("bad hello: {e:#}")).await,
     };
     let enrolled = hub
-        .read(|c| Ok(db::node_key(c, &hello.node)?))
+        .read(|f| Ok(f.node_key(&hello.node)?))
         .ok()
         .flatten()
         .and_then(|k| PublicKey::from_base64(&k).ok());
@@ -235,14 +233,7 @@ async fn touch(hub: &Hub, node: &str) {
     let (node, now) = (node.to_string(), now_ms());
     let _ = hub
         .writer
-        .run(move |s| {
-            s.conn()
-                .execute(
-                    "UPDATE hub_nodes SET last_seen_ms = ?2 WHERE name = ?1",
-                    params![node, now as i64],
-                )
-                .map_err(sql("last seen"))
-        })
+        .run(move |s| Ok(fleet(s).node_seen(&node, now)?))
         .await;
 }
 
@@ -301,7 +292,7 @@ async fn session(
                             hub.metrics.refusal("refused_by_node");
                             let (n, now) = (node.to_string(), now_ms());
                             hub.writer
-                                .run(move |s| db::log_error(s.conn(), now, Some(&n), "refused_by_node", &reason).map_err(sql("log")))
+                                .run(move |s| Ok(fleet(s).log_error(now, Some(&n), "refused_by_node", &reason)?))
                                 .await?;
                             hub.bump();
                         }
@@ -359,13 +350,7 @@ async fn delivered(hub: &Hub, out: &mut Outgoing, stream: &StreamId, upto: u64) 
     let (node, now) = (stream.receiver.clone(), now_ms());
     let n = out
         .on_ack_with(stream, upto, move |s, lane, (from, upto)| {
-            s.conn()
-                .execute(
-                    "UPDATE hub_messages SET state = 'delivered', delivered_ms = ?3
-                     WHERE node = ?1 AND seq > ?4 AND seq <= ?2 AND lane = ?5 AND state = 'accepted'",
-                    params![node, upto as i64, now as i64, from as i64, lane.as_str()],
-                )
-                .map_err(sql("mark delivered"))
+            Ok(fleet(s).mark_delivered(&node, lane, from, upto, now)?)
         })
         .await?;
     if let Some(n) = n.filter(|n| *n > 0) {
@@ -387,9 +372,7 @@ async fn node_lost(hub: &Hub, lost: &reeve_delivery::store::Rewound) -> Result<(
         lost.stream.lane.as_str()
     );
     hub.writer
-        .run(move |s| {
-            db::log_error(s.conn(), now, Some(&node), "lost_by_node", &message).map_err(sql("log"))
-        })
+        .run(move |s| Ok(fleet(s).log_error(now, Some(&node), "lost_by_node", &message)?))
         .await?;
     hub.bump();
     Ok(())
@@ -422,9 +405,7 @@ async fn from_node(
             let (n, reason) = (node.to_string(), e.to_string());
             let r2 = reason.clone();
             hub.writer
-                .run(move |s| {
-                    db::log_error(s.conn(), now, Some(&n), "refused", &r2).map_err(sql("log"))
-                })
+                .run(move |s| Ok(fleet(s).log_error(now, Some(&n), "refused", &r2)?))
                 .await?;
             hub.metrics.refusal("refused");
             return Ok(Some(Frame::Refused { reason }));

@@ -4,12 +4,12 @@
 //! its stream is retired so that a node enrolled later under the same name starts afresh.
 //! Its history (messages, events) stays.
 
-use crate::{Hub, db, now_ms, sql};
+use crate::db::fleet;
+use crate::{Hub, now_ms};
 use anyhow::Result;
 use reeve_delivery::envelope::StreamId;
 use reeve_delivery::lane::Lane;
 use reeve_delivery::store::{DeliveryStore, StoreError};
-use rusqlite::params;
 
 /// Removes `node` inside a writer job (so it commits with whatever else the job does);
 /// `stream` is one of the hub's streams to it (every lane of it is retired).
@@ -21,40 +21,29 @@ pub(crate) fn remove_in(
     by: &str,
     now: u64,
 ) -> Result<Option<usize>, StoreError> {
-    if db::node_key(s.conn(), node)
-        .map_err(sql("read node"))?
-        .is_none()
-    {
+    if fleet(s).node_key(node)?.is_none() {
         return Ok(None);
     }
     let mut gone = Vec::new();
     for lane in Lane::ALL {
         gone.extend(s.retire_stream(&stream.on(lane), now)?);
     }
+    let f = fleet(s);
     for e in &gone {
-        s.conn()
-            .execute(
-                "UPDATE hub_messages SET state = 'purged' WHERE id = ?1",
-                params![e.id],
-            )
-            .map_err(sql("mark purged"))?;
+        f.set_message_state(&e.id, "purged")?;
     }
-    s.conn()
-        .execute("DELETE FROM hub_nodes WHERE name = ?1", params![node])
-        .map_err(sql("remove node"))?;
+    f.remove_node(node)?;
     let how = if by == node {
         format!("node {node} left the fleet")
     } else {
         format!("node {node} was removed by {by}")
     };
-    db::log_error(
-        s.conn(),
+    f.log_error(
         now,
         Some(node),
         "node_removed",
         &format!("{how}; {} waiting messages purged", gone.len()),
-    )
-    .map_err(sql("log removal"))?;
+    )?;
     Ok(Some(gone.len()))
 }
 

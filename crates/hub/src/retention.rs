@@ -3,9 +3,9 @@
 //! are deleted, in bounded batches so the writer is never held long. Runs at start and then
 //! every hour.
 
-use crate::{Hub, now_ms, sql};
+use crate::db::{Cutoffs, fleet};
+use crate::{Hub, now_ms};
 use anyhow::Result;
-use rusqlite::params;
 use std::time::Duration;
 
 /// How long the hub keeps its history.
@@ -30,65 +30,31 @@ impl Default for Retention {
     }
 }
 
-/// What one pass deleted.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Pruned {
-    /// Node events.
-    pub events: u64,
-    /// Settled messages.
-    pub messages: u64,
-    /// Error log entries.
-    pub errors: u64,
-}
+pub use crate::db::Pruned;
 
 /// Rows deleted per writer job.
-const BATCH: i64 = 5_000;
+const BATCH: u64 = 5_000;
 
 impl Hub {
     /// Deletes what is older than `r` allows; returns how much.
     pub async fn prune(&self, r: Retention) -> Result<Pruned> {
         let now = now_ms();
-        let before = |d: Duration| now.saturating_sub(d.as_millis() as u64) as i64;
-        let (ev, msg, err) = (before(r.events), before(r.messages), before(r.errors));
+        let before = |d: Duration| now.saturating_sub(d.as_millis() as u64);
+        let cutoffs = Cutoffs {
+            events: before(r.events),
+            messages: before(r.messages),
+            errors: before(r.errors),
+        };
         let mut total = Pruned::default();
         loop {
             let n = self
                 .writer
-                .run(move |s| {
-                    let c = s.conn();
-                    // (table, key column, time column, extra condition, cut-off)
-                    let plans = [
-                        ("hub_events", "rowid", "ts_ms", "", ev),
-                        (
-                            "hub_messages",
-                            "id",
-                            "created_ms",
-                            "AND state IN ('replied', 'expired', 'purged')",
-                            msg,
-                        ),
-                        ("hub_errors", "id", "at_ms", "", err),
-                        // Streamed output goes with the messages' retention.
-                        ("hub_output", "rowid", "at_ms", "", msg),
-                    ];
-                    let mut n = [0u64; 4];
-                    for (i, (table, key, at, extra, before)) in plans.into_iter().enumerate() {
-                        n[i] = c
-                            .execute(
-                                &format!(
-                                    "DELETE FROM {table} WHERE {key} IN
-                                     (SELECT {key} FROM {table} WHERE {at} < ?1 {extra} LIMIT ?2)"
-                                ),
-                                params![before, BATCH],
-                            )
-                            .map_err(sql("prune"))? as u64;
-                    }
-                    Ok((n[0], n[1] + n[3], n[2]))
-                })
+                .run(move |s| Ok(fleet(s).prune_batch(&cutoffs, BATCH)?))
                 .await?;
-            total.events += n.0;
-            total.messages += n.1;
-            total.errors += n.2;
-            if n.0 < BATCH as u64 && n.1 < BATCH as u64 && n.2 < BATCH as u64 {
+            total.events += n.events;
+            total.messages += n.messages;
+            total.errors += n.errors;
+            if n.events < BATCH && n.messages < BATCH && n.errors < BATCH {
                 break;
             }
         }
@@ -102,41 +68,60 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::{NewEvent, NewMessage};
+    use reeve_delivery::lane::Lane;
 
     #[tokio::test]
     async fn prunes_what_is_old_and_settled_and_keeps_the_rest() {
         let dir = tempfile::tempdir().expect("tempdir");
         let hub = Hub::open(dir.path()).expect("open");
-        let old = 1_000i64;
-        let new = now_ms() as i64;
+        let old = 1_000;
+        let new = now_ms();
         hub.writer
             .run(move |s| {
-                let c = s.conn();
-                for (id, state, at) in [
+                let f = fleet(s);
+                for (seq, (id, state, at)) in [
                     ("m-old-replied", "replied", old),
                     ("m-old-expired", "expired", old),
                     ("m-old-waiting", "accepted", old),
                     ("m-old-delivered", "delivered", old),
                     ("m-new-replied", "replied", new),
-                ] {
-                    c.execute(
-                        "INSERT INTO hub_messages (id, node, seq, method, sender, state, created_ms, expires_at_ms)
-                         VALUES (?1, 'n1', 1, 'exec', 'alice', ?2, ?3, ?4)",
-                        params![id, state, at, i64::MAX],
-                    )
-                    .map_err(sql("seed"))?;
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let seq = seq as u64 + 1;
+                    f.insert_message(&NewMessage {
+                        id,
+                        node: "n1",
+                        lane: Lane::Ordered,
+                        seq: Some(seq),
+                        method: "exec",
+                        sender: "alice",
+                        created_ms: at,
+                        expires_at_ms: i64::MAX as u64,
+                    })?;
+                    match state {
+                        "replied" => assert!(f.mark_replied(id, "n1", "{}", at)?),
+                        "delivered" => {
+                            assert_eq!(f.mark_delivered("n1", Lane::Ordered, seq - 1, seq, at)?, 1)
+                        }
+                        "expired" => f.set_message_state(id, state)?,
+                        _ => {}
+                    }
                 }
                 for (id, at) in [(1, old), (2, new)] {
-                    c.execute(
-                        "INSERT INTO hub_events (node, id, ts_ms, kind, actor, message) VALUES ('n1', ?1, ?2, 'k', 'a', 'm')",
-                        params![id, at],
-                    )
-                    .map_err(sql("seed"))?;
-                    c.execute(
-                        "INSERT INTO hub_errors (at_ms, node, kind, message) VALUES (?1, 'n1', 'k', 'm')",
-                        params![at],
-                    )
-                    .map_err(sql("seed"))?;
+                    let event = NewEvent {
+                        id,
+                        ts_ms: at as i64,
+                        service: None,
+                        kind: "k".into(),
+                        actor: "a".into(),
+                        message: "m".into(),
+                        detail: None,
+                    };
+                    f.insert_event("n1", &event)?;
+                    f.log_error(at, Some("n1"), "k", "m")?;
                 }
                 Ok(())
             })
@@ -151,16 +136,20 @@ mod tests {
                 errors: 1
             }
         );
-        let left: Vec<String> = hub
-            .read(|c| {
-                let mut st = c.prepare("SELECT id FROM hub_messages ORDER BY id")?;
-                let rows = st.query_map([], |r| r.get(0))?;
-                Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
-            })
-            .expect("read");
+        let mut left: Vec<(String, String)> = hub
+            .read(|f| Ok(f.messages(None, None, 0, 100)?))
+            .expect("read")
+            .into_iter()
+            .map(|m| (m.id, m.state))
+            .collect();
+        left.sort();
         assert_eq!(
             left,
-            ["m-new-replied", "m-old-delivered", "m-old-waiting"],
+            [
+                ("m-new-replied".to_string(), "replied".to_string()),
+                ("m-old-delivered".into(), "delivered".into()),
+                ("m-old-waiting".into(), "accepted".into())
+            ],
             "nothing still waiting or in flight is ever pruned"
         );
         assert_eq!(

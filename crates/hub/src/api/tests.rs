@@ -142,24 +142,24 @@ async fn me_nodes_filters_total_count_and_message_paging() {
     f.hub
         .writer
         .run(|s| {
+            let f = fleet(s);
             for (i, n) in ["a_1", "ab", "b", "c"].iter().enumerate() {
-                s.conn()
-                    .execute(
-                        "INSERT INTO hub_nodes (name, key, enrolled_ms) VALUES (?1, ?2, 1)",
-                        params![n, format!("k{i}")],
-                    )
-                    .map_err(sql("node"))?;
+                f.enrol_node(n, &format!("k{i}"), 1)?;
                 for j in 0..3 {
-                    s.conn()
-                        .execute(
-                            "INSERT INTO hub_messages (id, node, seq, method, sender, state, created_ms, expires_at_ms)
-                             VALUES (?1, ?2, ?3, 'm', 'alice', 'accepted', ?3, 9)",
-                            params![format!("{n}-{j}"), n, (i * 10 + j) as i64],
-                        )
-                        .map_err(sql("message"))?;
+                    let seq = (i * 10 + j) as u64;
+                    f.insert_message(&db::NewMessage {
+                        id: &format!("{n}-{j}"),
+                        node: n,
+                        lane: reeve_delivery::lane::Lane::Ordered,
+                        seq: Some(seq),
+                        method: "m",
+                        sender: "alice",
+                        created_ms: seq,
+                        expires_at_ms: 9,
+                    })?;
                 }
             }
-            db::record_facts(s.conn(), "b", "{\"os\":\"linux\"}", 42).map_err(sql("facts"))?;
+            f.record_facts("b", "{\"os\":\"linux\"}", 42)?;
             Ok(())
         })
         .await

@@ -9,11 +9,11 @@
 //! their streams than before, and they put skip markers where the lost messages were
 //! ([`reeve_delivery::link::Outgoing::resume`]).
 
-use crate::{db, identity, now_ms, sql};
+use crate::db::{self, fleet};
+use crate::{identity, now_ms};
 use anyhow::{Context, Result};
 use reeve_delivery::envelope::{Content, Sequenced, authorization_of, seal};
 use reeve_delivery::store::DeliveryStore;
-use rusqlite::params;
 use std::path::Path;
 
 /// The hub's streams after a restore.
@@ -46,19 +46,15 @@ pub fn renew_streams(dir: &Path, from: &Path) -> Result<Renewed> {
                 };
                 seal(&record, &key).unwrap_or_default()
             })?;
+            let f = fleet(s);
             for m in &moved {
-                s.conn()
-                    .execute(
-                        "UPDATE hub_messages SET seq = ?2 WHERE id = ?1",
-                        params![m.id, m.seq as i64],
-                    )
-                    .map_err(sql("renumber message"))?;
+                f.set_message_seq(&m.id, m.seq)?;
             }
             let note = format!(
                 "restored from the backup {from}: new streams towards the nodes (instance {instance}), {} waiting message(s) sealed again onto them; replies and events the nodes sent after the backup was taken are lost",
                 moved.len()
             );
-            db::log_error(s.conn(), now_ms(), None, "restored", &note).map_err(sql("log"))?;
+            f.log_error(now_ms(), None, "restored", &note)?;
             Ok((instance, moved.len() as u64))
         })
         .context("cannot renew the restored hub's streams")?;

@@ -2,10 +2,10 @@
 //! replies (and `exec.stream` chunks), `hello` facts, forwarded events, node-to-node
 //! requests (re-sequenced into the target's stream), and a node's leave.
 
-use crate::{db, now_ms, output, sql};
+use crate::db::{self, NewEvent, NewMessage, fleet};
+use crate::{now_ms, output};
 use reeve_delivery::envelope::{Payload, StreamId, reopen};
 use reeve_delivery::lane::{Lane, lane_of};
-use rusqlite::params;
 use std::sync::Arc;
 
 /// Applies what a node sent, in stream order, inside the transaction that stored it; each
@@ -32,38 +32,20 @@ pub(super) fn apply(
         };
         match (&request.in_reply_to, request.method.as_str()) {
             (Some(to), _) => {
+                let f = fleet(s);
                 let fresh = match output::chunk_number(&request.args) {
-                    Some(chunk) => {
-                        output::record_chunk(s.conn(), to, node, chunk, &request.args, now)
-                            .map_err(sql("record output"))?
-                    }
+                    Some(chunk) => output::record_chunk(f, to, node, chunk, &request.args, now)?,
                     None => {
-                        let whole = output::assemble(s.conn(), to, request.args.clone())
-                            .map_err(sql("assemble output"))?;
+                        let whole = output::assemble(f, to, request.args.clone())?;
                         let reply = serde_json::to_string(&whole).unwrap_or_default();
-                        s.conn()
-                            .execute(
-                                "UPDATE hub_messages SET state = 'replied', reply = ?3, replied_ms = ?4
-                                 WHERE id = ?1 AND node = ?2 AND state != 'replied'",
-                                params![to, node, reply, now as i64],
-                            )
-                            .map_err(sql("record reply"))?
-                            == 1
+                        f.mark_replied(to, node, &reply, now)?
                     }
                 };
                 // A request one node sent another: the reply goes back to the sender, signed
                 // by the hub (the sender's policy trusts the hub's key for replies).
-                let sender: Option<String> =
-                    rusqlite::OptionalExtension::optional(s.conn().query_row(
-                        "SELECT sender FROM hub_messages WHERE id = ?1",
-                        params![to],
-                        |r| r.get(0),
-                    ))
-                    .map_err(sql("read sender"))?;
+                let sender = f.message_sender(to)?;
                 if let Some(origin) = sender.filter(|_| fresh)
-                    && db::node_key(s.conn(), &origin)
-                        .map_err(sql("read node"))?
-                        .is_some()
+                    && f.node_key(&origin)?.is_some()
                 {
                     let mut back = reeve_delivery::envelope::Request::new(
                         "hub",
@@ -82,17 +64,14 @@ pub(super) fn apply(
             (None, _) if request.to != "hub" => {
                 // Node to node, through the hub: the hub sequences it into the target's
                 // stream, keeping the sender's own authorization for the target to judge.
-                let known = db::node_key(s.conn(), &request.to)
-                    .map_err(sql("read node"))?
-                    .is_some();
+                let known = fleet(s).node_key(&request.to)?.is_some();
                 match reeve_delivery::envelope::authorization_of(&env) {
                     Some(auth) if known => {
                         fw.forward(s, &request, node, auth, now)?;
                         wake.push(request.to.clone());
                     }
                     _ => {
-                        db::log_error(
-                            s.conn(),
+                        fleet(s).log_error(
                             now,
                             Some(node),
                             "refused",
@@ -100,8 +79,7 @@ pub(super) fn apply(
                                 "{} sent {} to unknown node {:?}",
                                 node, request.method, request.to
                             ),
-                        )
-                        .map_err(sql("log"))?;
+                        )?;
                     }
                 }
             }
@@ -113,7 +91,7 @@ pub(super) fn apply(
             }
             (None, "hello") => {
                 let facts = serde_json::to_string(&request.args).unwrap_or_default();
-                db::record_facts(s.conn(), node, &facts, now).map_err(sql("record facts"))?;
+                fleet(s).record_facts(node, &facts, now)?;
             }
             (None, "events") => {
                 let list = request
@@ -123,7 +101,9 @@ pub(super) fn apply(
                     .cloned()
                     .unwrap_or_default();
                 for e in list {
-                    if db::insert_event(s.conn(), node, &e).map_err(sql("record event"))? {
+                    if let Some(event) = NewEvent::from_json(&e)
+                        && fleet(s).insert_event(node, &event)?
+                    {
                         fresh.push(db::event_json(node, &e));
                     }
                 }
@@ -135,17 +115,15 @@ pub(super) fn apply(
                     .and_then(|m| m.as_str())
                     .unwrap_or("")
                     .to_string();
-                db::log_error(s.conn(), now, Some(node), "node_error", &msg).map_err(sql("log"))?;
+                fleet(s).log_error(now, Some(node), "node_error", &msg)?;
             }
             (None, other) => {
-                db::log_error(
-                    s.conn(),
+                fleet(s).log_error(
                     now,
                     Some(node),
                     "refused",
                     &format!("the hub has no method {other:?}"),
-                )
-                .map_err(sql("log"))?;
+                )?;
             }
         }
         s.complete(&id, None)?;
@@ -179,15 +157,17 @@ impl Forwarder {
     ) -> Result<(), reeve_delivery::store::StoreError> {
         let (target, id, method) = (&request.to, &request.id, &request.method);
         let (expires_at_ms, lane) = (request.expires_at_ms, lane_of(request));
-        let fresh = s
-            .conn()
-            .execute(
-                "INSERT OR IGNORE INTO hub_messages (id, node, lane, method, sender, state, created_ms, expires_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'accepted', ?6, ?7)",
-                params![id, target, lane.as_str(), method, sender, now as i64, expires_at_ms as i64],
-            )
-            .map_err(sql("record forwarded"))?;
-        if fresh == 0 {
+        let fresh = fleet(s).insert_message(&NewMessage {
+            id,
+            node: target,
+            lane,
+            seq: None,
+            method,
+            sender,
+            created_ms: now,
+            expires_at_ms,
+        })?;
+        if !fresh {
             return Ok(());
         }
         let stream = StreamId::new(self.key.public(), &self.instance, target, lane);
@@ -204,12 +184,7 @@ impl Forwarder {
             )
             .unwrap_or_default()
         })?;
-        s.conn()
-            .execute(
-                "UPDATE hub_messages SET seq = ?2 WHERE id = ?1",
-                params![id, seq as i64],
-            )
-            .map_err(sql("record seq"))?;
+        fleet(s).set_message_seq(id, seq)?;
         Ok(())
     }
 }
