@@ -7,7 +7,8 @@
 //!   stored in the hub's inbox, acknowledged, then applied.
 //!
 //! Frames: binary = one sealed envelope; text = JSON ([`Frame`] acks and refusals, and the
-//! handshake). A second live connection with a node's key is refused and reported (a cloned
+//! handshake). The handshake speaks WebSocket; the delivery loop (`session`) only the
+//! [`Transport`] trait, which `wire.rs` implements on the WebSocket. A second live connection with a node's key is refused and reported (a cloned
 //! machine). Frames larger than [`MAX_FRAME`] close the connection.
 
 use crate::db::fleet;
@@ -21,6 +22,7 @@ use reeve_delivery::keys::PublicKey;
 use reeve_delivery::lane::Lane;
 use reeve_delivery::link::{Frame, Outgoing};
 use reeve_delivery::pipeline::{Pipeline, acks_for};
+use reeve_delivery::transport::{Incoming, Transport};
 use reeve_delivery::writer::WriterError;
 use serde::Serialize;
 use std::sync::Arc;
@@ -58,9 +60,6 @@ async fn recv_text(ws: &mut WebSocket) -> Result<String> {
         }
     }
 }
-
-/// A send that cannot hang on a peer that stopped reading (a half-dead link).
-const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 async fn send(ws: &mut WebSocket, m: Message) -> Result<()> {
     tokio::time::timeout(SEND_TIMEOUT, ws.send(m))
@@ -166,7 +165,10 @@ pub async fn handle(hub: Arc<Hub>, mut ws: WebSocket) {
     )
     .await
     {
-        Ok(()) => session(&hub, &mut ws, &node, hello.node_key, &live).await,
+        Ok(()) => {
+            let mut link = WsTransport::new(&mut ws);
+            session(&hub, &mut link, &node, hello.node_key, &live).await
+        }
         Err(e) => Err(e),
     };
     if let Err(e) = result {
@@ -239,7 +241,7 @@ async fn touch(hub: &Hub, node: &str) {
 
 async fn session(
     hub: &Arc<Hub>,
-    ws: &mut WebSocket,
+    link: &mut impl Transport,
     node: &str,
     node_key: PublicKey,
     live: &Live,
@@ -259,67 +261,57 @@ async fn session(
     loop {
         if push {
             for f in out.poll(now_ms()).await? {
-                if let Frame::Envelope { bytes } = f {
-                    send(ws, Message::Binary(bytes.into())).await?;
-                    hub.metrics.frame_out();
-                }
+                link.send(f).await?;
+                hub.metrics.frame_out();
             }
             push = false;
         }
         tokio::select! {
-            m = ws.recv(), if arrivals.len() < PIPELINE => {
-                let Some(m) = m else { return Ok(()) };
+            m = link.recv(), if arrivals.len() < PIPELINE => {
                 hub.metrics.frame_in();
-                match m.context("receive")? {
-                    Message::Binary(b) => {
-                        if b.len() > MAX_FRAME {
-                            bail!("frame of {} bytes is over the limit", b.len());
-                        }
-                        if let Some(refused) = from_node(hub, node, node_key, &b, &mut arrivals).await? {
-                            send_json_frame(ws, &refused).await?;
+                match m? {
+                    Incoming::Frame(Frame::Envelope { bytes }) => {
+                        if let Some(refused) = from_node(hub, node, node_key, &bytes, &mut arrivals).await? {
+                            link.send(refused).await?;
                             hub.metrics.frame_out();
                         }
                     }
-                    Message::Text(t) => match serde_json::from_str::<Frame>(&t) {
-                        Ok(Frame::Ack { stream, upto }) if out.serves(&stream) => {
-                            delivered(hub, &mut out, &stream, upto).await?;
-                            for lost in out.take_rewound() {
-                                node_lost(hub, &lost).await?;
-                            }
-                            push = true;
+                    Incoming::Frame(Frame::Ack { stream, upto }) if out.serves(&stream) => {
+                        delivered(hub, &mut out, &stream, upto).await?;
+                        for lost in out.take_rewound() {
+                            node_lost(hub, &lost).await?;
                         }
-                        Ok(Frame::Refused { reason }) => {
-                            hub.metrics.refusal("refused_by_node");
-                            let (n, now) = (node.to_string(), now_ms());
-                            hub.writer
-                                .run(move |s| Ok(fleet(s).log_error(now, Some(&n), "refused_by_node", &reason)?))
-                                .await?;
-                            hub.bump();
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            send_json_frame(ws, &Frame::Refused { reason: format!("malformed frame: {e}") }).await?;
-                        }
-                    },
-                    Message::Close(_) => return Ok(()),
-                    Message::Pong(p) => {
-                        if let Ok(b) = <[u8; 8]>::try_from(&p[..]) {
-                            live.pong_nonce.store(u64::from_be_bytes(b), Ordering::Relaxed);
+                        push = true;
+                    }
+                    Incoming::Frame(Frame::Refused { reason }) => {
+                        hub.metrics.refusal("refused_by_node");
+                        let (n, now) = (node.to_string(), now_ms());
+                        hub.writer
+                            .run(move |s| Ok(fleet(s).log_error(now, Some(&n), "refused_by_node", &reason)?))
+                            .await?;
+                        hub.bump();
+                    }
+                    Incoming::Frame(Frame::Ack { .. }) => {}
+                    Incoming::Malformed(e) => {
+                        link.send(Frame::Refused { reason: format!("malformed frame: {e}") }).await?;
+                    }
+                    Incoming::Alive(token) => {
+                        if let Some(t) = token {
+                            live.pong_nonce.store(t, Ordering::Relaxed);
                         }
                     }
-                    Message::Ping(_) => {}
+                    Incoming::Closed => return Ok(()),
                 }
             }
             done = arrivals.finished() => {
                 for ack in acks_for(done)? {
-                    send_json_frame(ws, &ack).await?;
+                    link.send(ack).await?;
                     hub.metrics.frame_out();
                 }
             }
             _ = live.wake.notified() => push = true,
             _ = live.probe.notified() => {
-                let n = live.probe_nonce.load(Ordering::Relaxed);
-                send(ws, Message::Ping(n.to_be_bytes().to_vec().into())).await?;
+                link.probe(live.probe_nonce.load(Ordering::Relaxed)).await?;
             }
             _ = live.kick.notified() => bail!("replaced by a newer connection with this node's key"),
             _ = live.removed.notified() => bail!("the node was removed from the fleet"),
@@ -338,10 +330,6 @@ fn wait_for_deadline(out: &Outgoing) -> Duration {
     out.next_deadline().map_or(IDLE_POLL, |at| {
         Duration::from_millis(at.saturating_sub(now_ms())).min(IDLE_POLL)
     })
-}
-
-async fn send_json_frame(ws: &mut WebSocket, f: &Frame) -> Result<()> {
-    send(ws, Message::Text(serde_json::to_string(f)?.into())).await
 }
 
 /// Applies the node's ack and marks the messages it newly covers delivered, in one commit
@@ -461,4 +449,6 @@ async fn from_node(
 }
 
 mod apply;
+mod wire;
 use apply::{Applied, Forwarder, apply};
+use wire::{SEND_TIMEOUT, WsTransport};

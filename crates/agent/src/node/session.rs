@@ -1,6 +1,6 @@
 //! The relay link: connect (with jittered exponential back-off), the mutual handshake, then
 //! both directions of delivery over the one WebSocket until it breaks. The handshake speaks
-//! WebSocket; the delivery loop ([`serve`]) only the [`Transport`] trait.
+//! WebSocket; the delivery loop (`serve`) only the [`Transport`] trait.
 
 use super::keepalive::{self, Action, Keepalive};
 use super::lanes::Job;

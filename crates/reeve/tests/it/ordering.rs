@@ -104,7 +104,9 @@ fn reload_touches_only_changed_services() {
     // Its buddy, the agent's child, exited: the agent reaped it (no zombie left behind).
     let agent = a.child.as_ref().map(|c| c.id()).expect("agent");
     wait_for(T, "the dropped service's buddy reaped", || {
-        crate::helper::zombie_children(agent).is_empty().then_some(())
+        crate::helper::zombie_children(agent)
+            .is_empty()
+            .then_some(())
     });
 
     // SIGHUP does the same.

@@ -1,0 +1,64 @@
+//! A node's WebSocket as the hub's [`Transport`]: envelopes as binary messages, acks and
+//! refusals as JSON text, probes as pings carrying a token (the answer to one tells a live
+//! connection from a dead one when a second connection shows the same key). The session
+//! loop in [`super`] sees only the trait.
+
+use super::MAX_FRAME;
+use axum::extract::ws::{Message, WebSocket};
+use reeve_delivery::link::Frame;
+use reeve_delivery::transport::{
+    Incoming, Transport, TransportError, WireFrame, binary_in, text_in, token_of,
+};
+use std::time::Duration;
+
+/// A send that cannot hang on a peer that stopped reading (a half-dead link).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A node's connection, after the handshake.
+pub struct WsTransport<'a> {
+    ws: &'a mut WebSocket,
+}
+
+impl<'a> WsTransport<'a> {
+    /// The transport over `ws`.
+    pub fn new(ws: &'a mut WebSocket) -> Self {
+        Self { ws }
+    }
+
+    async fn send_message(&mut self, m: Message) -> Result<(), TransportError> {
+        tokio::time::timeout(SEND_TIMEOUT, self.ws.send(m))
+            .await
+            .map_err(|_| TransportError::Stalled)?
+            .map_err(|e| TransportError::Io(format!("send: {e}")))
+    }
+}
+
+impl Transport for WsTransport<'_> {
+    async fn send(&mut self, frame: Frame) -> Result<(), TransportError> {
+        let m = match WireFrame::of(frame)? {
+            WireFrame::Binary(b) => Message::Binary(b.into()),
+            WireFrame::Text(t) => Message::Text(t.into()),
+        };
+        self.send_message(m).await
+    }
+
+    async fn probe(&mut self, token: u64) -> Result<(), TransportError> {
+        self.send_message(Message::Ping(token.to_be_bytes().to_vec().into()))
+            .await
+    }
+
+    async fn recv(&mut self) -> Result<Incoming, TransportError> {
+        let Some(m) = self.ws.recv().await else {
+            return Ok(Incoming::Closed);
+        };
+        Ok(
+            match m.map_err(|e| TransportError::Io(format!("receive: {e}")))? {
+                Message::Binary(b) => binary_in(b.to_vec(), MAX_FRAME)?,
+                Message::Text(t) => text_in(&t),
+                Message::Ping(_) => Incoming::Alive(None),
+                Message::Pong(p) => Incoming::Alive(token_of(&p)),
+                Message::Close(_) => Incoming::Closed,
+            },
+        )
+    }
+}
