@@ -11,10 +11,13 @@ use reeve_delivery::envelope::{Content, Request, Sequenced, authorize, seal};
 use reeve_delivery::keys::KeyPair;
 use rusqlite::OptionalExtension;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Events per message.
 const BATCH: u32 = 500;
+/// At most one batch per this long: the first event after a quiet spell goes at once (a
+/// dashboard shows it within milliseconds), and a burst is gathered into few messages.
+const GATHER: Duration = Duration::from_millis(200);
 
 fn cursor(s: &reeve_delivery::store::DeliveryStore) -> rusqlite::Result<i64> {
     s.conn()
@@ -29,10 +32,19 @@ fn cursor(s: &reeve_delivery::store::DeliveryStore) -> rusqlite::Result<i64> {
 pub async fn run(node: Arc<Node>) {
     let mut live = node.ctx.log.subscribe();
     let mut last_facts = serde_json::Value::Null;
+    let mut last_batch: Option<Instant> = None;
     loop {
+        if let Some(wait) = last_batch.map(|t| GATHER.saturating_sub(t.elapsed())) {
+            tokio::time::sleep(wait).await;
+        }
         match forward_once(&node).await {
-            Ok(true) => continue,
-            Ok(false) => {}
+            Ok(Some(full)) => {
+                last_batch = Some(Instant::now());
+                if full {
+                    continue;
+                }
+            }
+            Ok(None) => {}
             Err(e) => tracing::warn!("forwarding events: {e:#}"),
         }
         // Facts (service states among them) go out again when they changed, so the hub's
@@ -46,13 +58,12 @@ pub async fn run(node: Arc<Node>) {
         }
         // Wait for new events (or poll now and then, if the live channel lagged).
         let _ = tokio::time::timeout(Duration::from_secs(5), live.recv()).await;
-        // Gather a burst into one message.
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-/// Queues the next batch; true if there may be more.
-async fn forward_once(node: &Arc<Node>) -> Result<bool> {
+/// Queues the next batch: `None` when there was nothing new, else whether the batch was
+/// full (there may be more).
+async fn forward_once(node: &Arc<Node>) -> Result<Option<bool>> {
     let after = node
         .writer
         .run(|s| {
@@ -73,7 +84,7 @@ async fn forward_once(node: &Arc<Node>) -> Result<bool> {
         })
         .await?;
     let Some(last) = events.last().map(|e| e.id) else {
-        return Ok(false);
+        return Ok(None);
     };
     let full = events.len() as u32 == BATCH;
     let args = serde_json::json!({ "events": events });
@@ -108,5 +119,5 @@ async fn forward_once(node: &Arc<Node>) -> Result<bool> {
         })
         .await?;
     node.out_wake.notify_one();
-    Ok(full)
+    Ok(Some(full))
 }
