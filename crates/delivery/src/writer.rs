@@ -49,7 +49,7 @@ pub struct Writer {
 /// Why the writer could not do it.
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {
-    /// The store failed (the whole batch was rolled back).
+    /// The operation failed and nothing of it was stored (why, with its causes).
     #[error("{0}")]
     Store(String),
     /// The writer thread is gone.
@@ -195,6 +195,113 @@ enum Done {
     Any(Reply<AnyBox>, AnyBox, After<AnyBox>),
 }
 
+/// The caller of an operation that failed: told at once (nothing of its own will commit).
+enum Failed {
+    Seq(Reply<u64>),
+    Receipt(Reply<Receipt>),
+    Any(Reply<AnyBox>),
+}
+
+impl Failed {
+    fn tell(self, why: String) {
+        match self {
+            Self::Seq(r) => drop(r.send(Err(why))),
+            Self::Receipt(r) => drop(r.send(Err(why))),
+            Self::Any(r) => drop(r.send(Err(why))),
+        }
+    }
+}
+
+impl Done {
+    /// The batch failed as a whole (its commit): nothing in it is stored.
+    fn fail(self, why: String) {
+        match self {
+            Self::Seq(r, _) => Failed::Seq(r).tell(why),
+            Self::Receipt(r, ..) => Failed::Receipt(r).tell(why),
+            Self::Any(r, ..) => Failed::Any(r).tell(why),
+        }
+    }
+
+    /// Committed: answer the caller (after the operation's `after` hook).
+    fn succeed(self) {
+        match self {
+            Self::Seq(r, v) => drop(r.send(Ok(v))),
+            Self::Receipt(r, v, after) => {
+                after(&v);
+                drop(r.send(Ok(v)))
+            }
+            Self::Any(r, v, after) => {
+                after(&v);
+                drop(r.send(Ok(v)))
+            }
+        }
+    }
+}
+
+/// An error with its causes, one after the other ("what: why: deeper why").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
+/// Runs one operation of a batch.
+fn apply(s: &mut DeliveryStore, op: Op) -> Result<Done, (Failed, StoreError)> {
+    match op {
+        Op::Enqueue {
+            stream,
+            id,
+            expires_at_ms,
+            seal,
+            reply,
+        } => match s.enqueue(&stream, &id, expires_at_ms, seal) {
+            Ok(seq) => Ok(Done::Seq(reply, seq)),
+            Err(e) => Err((Failed::Seq(reply), e)),
+        },
+        Op::Receive {
+            stream,
+            seq,
+            id,
+            envelope,
+            reply,
+            after,
+        } => {
+            let arrival = Arrival {
+                stream: &stream,
+                seq,
+                id: id.as_deref(),
+                envelope: &envelope,
+            };
+            match s.receive(&arrival) {
+                Ok(r) => Ok(Done::Receipt(reply, r, after)),
+                Err(e) => Err((Failed::Receipt(reply), e)),
+            }
+        }
+        Op::Call { job, reply, after } => match job(s) {
+            Ok(v) => Ok(Done::Any(reply, v, after)),
+            Err(e) => Err((Failed::Any(reply), e)),
+        },
+    }
+}
+
+fn sql(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Sql { what, source }
+}
+
+/// Runs one of the savepoint statements (prepared once: it runs twice per operation).
+fn savepoint(s: &DeliveryStore, statement: &'static str) -> Result<(), StoreError> {
+    s.conn()
+        .prepare_cached(statement)
+        .and_then(|mut st| st.execute([]))
+        .map(drop)
+        .map_err(sql(statement))
+}
+
 fn run(mut store: DeliveryStore, rx: std_mpsc::Receiver<Op>) {
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
@@ -205,67 +312,39 @@ fn run(mut store: DeliveryStore, rx: std_mpsc::Receiver<Op>) {
             }
         }
         let mut done = Vec::with_capacity(ops.len());
+        // Each operation is undone alone when it fails: its caller is told why, and the
+        // rest of the batch commits. Enqueues and arrivals are atomic on their own (the
+        // store runs each in a savepoint); a job, which may write anything, gets one here.
         let result = store.batch(|s| {
             for op in ops {
-                match op {
-                    Op::Enqueue {
-                        stream,
-                        id,
-                        expires_at_ms,
-                        seal,
-                        reply,
-                    } => {
-                        let seq = s.enqueue(&stream, &id, expires_at_ms, seal)?;
-                        done.push(Done::Seq(reply, seq));
+                let job = matches!(op, Op::Call { .. });
+                if job {
+                    savepoint(s, "SAVEPOINT job")?;
+                }
+                match apply(s, op) {
+                    Ok(d) => {
+                        if job {
+                            savepoint(s, "RELEASE job")?;
+                        }
+                        done.push(d);
                     }
-                    Op::Receive {
-                        stream,
-                        seq,
-                        id,
-                        envelope,
-                        reply,
-                        after,
-                    } => {
-                        let r = s.receive(&Arrival {
-                            stream: &stream,
-                            seq,
-                            id: id.as_deref(),
-                            envelope: &envelope,
-                        })?;
-                        done.push(Done::Receipt(reply, r, after));
-                    }
-                    Op::Call { job, reply, after } => {
-                        let v = job(s)?;
-                        done.push(Done::Any(reply, v, after));
+                    Err((failed, e)) => {
+                        if job {
+                            savepoint(s, "ROLLBACK TO job")?;
+                            savepoint(s, "RELEASE job")?;
+                        }
+                        failed.tell(chain(&e));
                     }
                 }
             }
             Ok(())
         });
         match result {
-            Ok(()) => {
-                for d in done {
-                    match d {
-                        Done::Seq(r, v) => drop(r.send(Ok(v))),
-                        Done::Receipt(r, v, after) => {
-                            after(&v);
-                            drop(r.send(Ok(v)))
-                        }
-                        Done::Any(r, v, after) => {
-                            after(&v);
-                            drop(r.send(Ok(v)))
-                        }
-                    }
-                }
-            }
+            Ok(()) => done.into_iter().for_each(Done::succeed),
             Err(e) => {
-                let msg = format!("{:#}", e);
+                let why = chain(&e);
                 for d in done {
-                    match d {
-                        Done::Seq(r, _) => drop(r.send(Err(msg.clone()))),
-                        Done::Receipt(r, ..) => drop(r.send(Err(msg.clone()))),
-                        Done::Any(r, ..) => drop(r.send(Err(msg.clone()))),
-                    }
+                    d.fail(why.clone());
                 }
             }
         }
@@ -327,5 +406,63 @@ mod tests {
         w.run(|_| Ok(())).await.expect("run");
         let got: Vec<i32> = rx.try_iter().collect();
         assert_eq!(got, (0..50).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_failing_job_is_undone_alone_and_told_why() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = Writer::open(&dir.path().join("d.db")).expect("open");
+        w.run(|s| {
+            s.conn()
+                .execute_batch("CREATE TABLE t (v INTEGER PRIMARY KEY)")
+                .map_err(sql("create"))
+        })
+        .await
+        .expect("create");
+        // A slow job holds the writer, so the three behind it share one batch.
+        let slow = w.run_queued(
+            |_| {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                Ok(())
+            },
+            |_| {},
+        );
+        let insert = |v: i64| {
+            move |s: &mut DeliveryStore| {
+                s.conn()
+                    .execute("INSERT INTO t (v) VALUES (?1)", [v])
+                    .map_err(sql("insert"))
+            }
+        };
+        let before = w.run_queued(insert(1), |_| {});
+        // Writes a row, then fails on a duplicate: both undone.
+        let failing = w.run_queued(
+            move |s| {
+                insert(2)(s)?;
+                insert(1)(s)
+            },
+            |_| {},
+        );
+        let after = w.run_queued(insert(3), |_| {});
+        slow.await.expect("slow");
+        before.await.expect("the job before commits");
+        let err = failing.await.expect_err("the failing job fails");
+        assert!(
+            err.to_string().contains("UNIQUE constraint failed"),
+            "the cause is told: {err}"
+        );
+        after.await.expect("the job after commits");
+        let rows: Vec<i64> = w
+            .run(|s| {
+                let mut st = s
+                    .conn()
+                    .prepare("SELECT v FROM t ORDER BY v")
+                    .map_err(sql("read"))?;
+                let rows = st.query_map([], |r| r.get(0)).map_err(sql("read"))?;
+                rows.collect::<Result<_, _>>().map_err(sql("read"))
+            })
+            .await
+            .expect("read");
+        assert_eq!(rows, [1, 3], "only the failing job's writes are undone");
     }
 }
