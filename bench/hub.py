@@ -16,7 +16,7 @@ The nodes are written straight into the hub's SQLite file while it is stopped (a
 temporary directory, over loopback; every process started is stopped at the end.
 Run through bench/hub (it builds the release binaries first).
 """
-import base64, http.client, json, os, random, shutil, socket, sqlite3, statistics, subprocess
+import base64, http.client, json, os, random, shutil, signal, socket, sqlite3, statistics, subprocess
 import sys, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,6 +66,38 @@ def seed(db, n):
                   "VALUES (?, ?, ?, ?, ?, ?)", rows)
     c.commit()
     c.close()
+
+
+def kill_buddies(tmp):
+    """The buddies (and their services) started under `tmp`: they outlive the agent by
+    design, so the teardown ends them by pid."""
+    pids = [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+    def cmdline(pid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return ""
+
+    def parent(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            return 0
+
+    buddies = [p for p in pids if "reeve-buddy" in cmdline(p) and tmp in cmdline(p)]
+    for b in buddies:
+        for child in (p for p in pids if parent(p) == b):
+            try:
+                os.kill(child, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            os.kill(b, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def pct(xs, p):
@@ -229,6 +261,7 @@ def main():
             if r.conn:
                 r.conn.close()
         stop(procs)
+        kill_buddies(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 /// Events per message.
 const BATCH: u32 = 500;
 /// At most one batch per this long: the first event after a quiet spell goes at once (a
-/// dashboard shows it within milliseconds), and a burst is gathered into few messages.
-const GATHER: Duration = Duration::from_millis(200);
+/// dashboard shows it within milliseconds), and a burst is gathered into few messages
+/// (at most 40 a second) without holding its later events back for long: one action
+/// records several events a few milliseconds apart (`action`, `stopping`, `stopped`).
+const GATHER: Duration = Duration::from_millis(25);
 
 fn cursor(s: &reeve_delivery::store::DeliveryStore) -> rusqlite::Result<i64> {
     s.conn()
