@@ -110,6 +110,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/events/stream", get(events_stream))
         .route("/v1/reload", post(reload))
         .route("/v1/node/leave", post(leave))
+        .route("/v1/node/rotate-key", post(rotate_key))
         .route("/v1/modules", get(list_modules))
         .route("/v1/state/plan", post(plan_state))
         .route("/v1/state/apply", post(apply_state))
@@ -282,6 +283,48 @@ async fn leave(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, App
     Ok(Json(serde_json::json!({
         "node": node.name(),
         "state": if left { "left" } else { "leaving" },
+    })))
+}
+
+/// How long `POST /v1/node/rotate-key` waits for the hub to record the rotation.
+const ROTATE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+/// The overlap asked for when the request names none (7 days).
+const DEFAULT_OVERLAP_MS: u64 = 7 * 24 * 3600 * 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateKey {
+    /// How long the hub keeps accepting the old key, in ms.
+    overlap_ms: Option<u64>,
+}
+
+async fn rotate_key(
+    State(s): State<ApiState>,
+    Json(req): Json<RotateKey>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let Some(node) = s.node else {
+        return Err(AppError(
+            StatusCode::CONFLICT,
+            "this agent has not joined a hub: it has no fleet key to rotate".into(),
+        ));
+    };
+    let overlap_ms = req.overlap_ms.unwrap_or(DEFAULT_OVERLAP_MS);
+    if overlap_ms > reeve_delivery::rotation::MAX_OVERLAP_MS {
+        return Err(AppError(
+            StatusCode::BAD_REQUEST,
+            "overlap_ms: at most 90 days".into(),
+        ));
+    }
+    let (key, done) = node
+        .rotate_key(Duration::from_millis(overlap_ms), ROTATE_WAIT)
+        .await
+        .map_err(internal)?;
+    Ok(Json(serde_json::json!({
+        "node": node.name(),
+        "key": key.to_base64(),
+        "fingerprint": key.fingerprint(),
+        "overlap_ms": overlap_ms,
+        "state": if done { "rotated" } else { "pending" },
     })))
 }
 

@@ -291,6 +291,20 @@ pub fn seal(record: &Sequenced, owner: &KeyPair) -> Result<Vec<u8>, EnvelopeErro
     .map_err(|e| EnvelopeError::Malformed(e.to_string()))
 }
 
+/// Seals the request inside a stored envelope again, as `owner`, at position `seq` of
+/// `stream` (the authorization signature is kept). For an owner that renews its streams
+/// (restored from a backup, or its key rotated). `None` for a skip marker or bytes that hold
+/// no request.
+pub fn reseal(bytes: &[u8], stream: &StreamId, seq: u64, owner: &KeyPair) -> Option<Vec<u8>> {
+    let auth = authorization_of(bytes)?;
+    let record = Sequenced {
+        stream: stream.clone(),
+        seq: Some(seq),
+        content: Content::Request { auth },
+    };
+    seal(&record, owner).ok()
+}
+
 /// A verified envelope.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Opened {

@@ -14,6 +14,7 @@
 //! handshakes together. Pure: no IO.
 
 use crate::keys::{KeyPair, PublicKey, verify};
+use crate::rotation::{HubRotation, NodeRotation, RotationError};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,9 @@ pub struct Hello {
     pub node_key: PublicKey,
     /// 32 random bytes, base64.
     pub nonce: String,
+    /// A move to a new node key, asked with this handshake ([`NodeRotation`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate: Option<NodeRotation>,
 }
 
 /// The hub's answer.
@@ -52,6 +56,10 @@ pub struct Challenge {
     pub hub_time_ms: u64,
     /// The hub's signature, base64.
     pub sig: String,
+    /// While the hub's key is being rotated: its previous key's endorsement of this one
+    /// ([`HubRotation`]), for nodes that pinned the previous key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endorsed: Option<HubRotation>,
 }
 
 /// The agent's proof.
@@ -70,6 +78,10 @@ pub enum Verdict {
     Welcome {
         /// The hub's clock.
         hub_time_ms: u64,
+        /// The node key now enrolled, when the Hello asked for a rotation (the new key once
+        /// the hub recorded it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node_key: Option<PublicKey>,
     },
     /// Refused; the connection closes.
     Refused {
@@ -104,6 +116,21 @@ pub enum HandshakeError {
     /// No randomness.
     #[error("no randomness available")]
     Random,
+    /// A key rotation statement was refused.
+    #[error(transparent)]
+    Rotation(#[from] RotationError),
+}
+
+/// What the agent makes of the hub's challenge.
+#[derive(Debug)]
+pub struct Answer {
+    /// The proof to send.
+    pub proof: Proof,
+    /// The hub's clock.
+    pub hub_time_ms: u64,
+    /// Set when the hub presented a new key endorsed by the pinned one: pin `Challenge::hub_key`
+    /// now, and trust the previous key's signatures until the endorsement's end.
+    pub repin: Option<HubRotation>,
 }
 
 fn nonce() -> Result<[u8; 32], HandshakeError> {
@@ -156,6 +183,7 @@ impl AgentSide {
             node: node.into(),
             node_key: key_pair.public(),
             nonce: B64.encode(n),
+            rotate: None,
         };
         Ok((
             Self {
@@ -167,13 +195,20 @@ impl AgentSide {
         ))
     }
 
-    /// Checks the hub's challenge; returns the proof to send and the hub's time.
-    pub fn answer(&self, c: &Challenge) -> Result<(Proof, u64), HandshakeError> {
+    /// Checks the hub's challenge; returns the proof to send, the hub's time, and whether to
+    /// pin a new hub key. A key other than the pinned one is accepted only with the pinned
+    /// key's endorsement, open at `now_ms` (the node's hub-adjusted time).
+    pub fn answer(&self, c: &Challenge, now_ms: u64) -> Result<Answer, HandshakeError> {
         if c.v != VERSION {
             return Err(HandshakeError::Version(c.v));
         }
+        let mut repin = None;
         if c.hub_key != self.pinned_hub {
-            return Err(HandshakeError::UnpinnedHub(c.hub_key.fingerprint()));
+            let Some(e) = &c.endorsed else {
+                return Err(HandshakeError::UnpinnedHub(c.hub_key.fingerprint()));
+            };
+            e.check(&self.pinned_hub, &c.hub_key, now_ms)?;
+            repin = Some(e.clone());
         }
         let nonce_h: [u8; 32] = decode(&c.nonce, "hub nonce")?;
         let sig: [u8; 64] = decode(&c.sig, "hub signature")?;
@@ -189,12 +224,13 @@ impl AgentSide {
         let sig_a = self
             .key_pair
             .sign(NODE_DOMAIN, &node_msg(&nonce_h, &self.nonce, &c.hub_key));
-        Ok((
-            Proof {
+        Ok(Answer {
+            proof: Proof {
                 sig: B64.encode(sig_a),
             },
-            c.hub_time_ms,
-        ))
+            hub_time_ms: c.hub_time_ms,
+            repin,
+        })
     }
 }
 
@@ -208,21 +244,28 @@ pub struct HubSide {
 }
 
 impl HubSide {
-    /// Answers a Hello if `enrolled(node)` is the presented key; returns the challenge.
+    /// Answers a Hello if `known(node, key)` accepts the presented key (the enrolled one,
+    /// or one rotated away from whose overlap is open) and a rotation it asks for is signed
+    /// by both keys; returns the challenge. `endorsed` goes out with it while the hub's own
+    /// key is rotated.
     pub fn challenge(
         hello: &Hello,
         hub: &KeyPair,
-        enrolled: impl Fn(&str) -> Option<PublicKey>,
+        endorsed: Option<&HubRotation>,
+        known: impl Fn(&str, &PublicKey) -> bool,
         hub_time_ms: u64,
     ) -> Result<(Self, Challenge), HandshakeError> {
         if hello.v != VERSION {
             return Err(HandshakeError::Version(hello.v));
         }
-        if enrolled(&hello.node) != Some(hello.node_key) {
+        if !known(&hello.node, &hello.node_key) {
             return Err(HandshakeError::UnknownNode {
                 node: hello.node.clone(),
                 key: hello.node_key.fingerprint(),
             });
+        }
+        if let Some(r) = &hello.rotate {
+            r.check(&hello.node, &hello.node_key, &hub.public())?;
         }
         let nonce_a: [u8; 32] = decode(&hello.nonce, "agent nonce")?;
         let nonce_h = nonce()?;
@@ -244,6 +287,7 @@ impl HubSide {
                 nonce: B64.encode(nonce_h),
                 hub_time_ms,
                 sig: B64.encode(sig),
+                endorsed: endorsed.cloned(),
             },
         ))
     }
@@ -288,50 +332,104 @@ mod tests {
         let k = keys();
         let node_pub = k.node.public();
         let (agent, hello) = AgentSide::start("n1", copy(&k.node), k.hub.public()).expect("start");
-        let (hub, ch) = HubSide::challenge(&hello, &k.hub, |n| (n == "n1").then_some(node_pub), 42)
-            .expect("challenge");
-        let (proof, time) = agent.answer(&ch).expect("answer");
-        assert_eq!(time, 42);
-        assert_eq!(hub.finish(&proof).expect("finish"), "n1");
+        let (hub, ch) = HubSide::challenge(
+            &hello,
+            &k.hub,
+            None,
+            |n, key| n == "n1" && *key == node_pub,
+            42,
+        )
+        .expect("challenge");
+        let a = agent.answer(&ch, 0).expect("answer");
+        assert_eq!(a.hub_time_ms, 42);
+        assert!(a.repin.is_none());
+        assert_eq!(hub.finish(&a.proof).expect("finish"), "n1");
     }
 
     #[test]
     fn impostors_and_replays_fail() {
         let k = keys();
         let node_pub = k.node.public();
-        let enrolled = |n: &str| (n == "n1").then_some(node_pub);
+        let enrolled = |n: &str, key: &PublicKey| n == "n1" && *key == node_pub;
         // A hub that is not the pinned one (or a man in the middle with its own key).
         let mitm = KeyPair::generate().expect("key");
         let (agent, hello) = AgentSide::start("n1", copy(&k.node), k.hub.public()).expect("start");
-        let (_, ch) = HubSide::challenge(&hello, &mitm, enrolled, 1).expect("challenge");
+        let (_, ch) = HubSide::challenge(&hello, &mitm, None, enrolled, 1).expect("challenge");
         assert!(matches!(
-            agent.answer(&ch),
+            agent.answer(&ch, 0).map(|a| a.hub_time_ms),
             Err(HandshakeError::UnpinnedHub(_))
         ));
         // A cloned name with another key, or an unknown node.
         let other = KeyPair::generate().expect("key");
         let (_, hello2) = AgentSide::start("n1", other, k.hub.public()).expect("start");
         assert!(matches!(
-            HubSide::challenge(&hello2, &k.hub, enrolled, 1),
+            HubSide::challenge(&hello2, &k.hub, None, enrolled, 1),
             Err(HandshakeError::UnknownNode { .. })
         ));
         // A recorded proof does not answer a fresh challenge (new hub nonce).
         let (agent, hello) = AgentSide::start("n1", copy(&k.node), k.hub.public()).expect("start");
-        let (hub1, ch1) = HubSide::challenge(&hello, &k.hub, enrolled, 1).expect("challenge");
-        let (proof1, _) = agent.answer(&ch1).expect("answer");
+        let (hub1, ch1) = HubSide::challenge(&hello, &k.hub, None, enrolled, 1).expect("challenge");
+        let proof1 = agent.answer(&ch1, 0).expect("answer").proof;
         assert!(hub1.finish(&proof1).is_ok());
-        let (hub2, _) = HubSide::challenge(&hello, &k.hub, enrolled, 2).expect("challenge");
+        let (hub2, _) = HubSide::challenge(&hello, &k.hub, None, enrolled, 2).expect("challenge");
         assert_eq!(
             hub2.finish(&proof1),
             Err(HandshakeError::BadSignature("node"))
         );
         // A challenge whose time was altered in flight.
         let (agent, hello) = AgentSide::start("n1", copy(&k.node), k.hub.public()).expect("start");
-        let (_, mut ch) = HubSide::challenge(&hello, &k.hub, enrolled, 5).expect("challenge");
+        let (_, mut ch) = HubSide::challenge(&hello, &k.hub, None, enrolled, 5).expect("challenge");
         ch.hub_time_ms = 0;
         assert_eq!(
-            agent.answer(&ch).err(),
+            agent.answer(&ch, 0).err(),
             Some(HandshakeError::BadSignature("hub"))
         );
+    }
+
+    #[test]
+    fn a_node_rotates_its_key_and_a_hub_key_is_followed_by_endorsement() {
+        let k = keys();
+        let node_pub = k.node.public();
+        let next = KeyPair::generate().expect("key");
+        let (_, mut hello) = AgentSide::start("n1", copy(&k.node), k.hub.public()).expect("start");
+        hello.rotate = Some(
+            NodeRotation::new("n1", &k.node, &next, &k.hub.public(), 60_000).expect("rotation"),
+        );
+        let known = |n: &str, key: &PublicKey| n == "n1" && *key == node_pub;
+        assert!(HubSide::challenge(&hello, &k.hub, None, known, 1).is_ok());
+        // A relay that swaps in its own new key is refused before any challenge.
+        let mut swapped = hello.clone();
+        if let Some(r) = swapped.rotate.as_mut() {
+            r.key = KeyPair::generate().expect("key").public();
+        }
+        assert!(matches!(
+            HubSide::challenge(&swapped, &k.hub, None, known, 1),
+            Err(HandshakeError::Rotation(_))
+        ));
+        // The hub moved to a new key: a node pinned to the old one follows the endorsement
+        // while it is open, and is refused without it or after it.
+        let new_hub = KeyPair::generate().expect("key");
+        let e = HubRotation::endorse(&k.hub, &new_hub.public(), 100).expect("endorse");
+        let (agent, hello) = AgentSide::start("n1", copy(&k.node), k.hub.public()).expect("start");
+        let (hub, ch) =
+            HubSide::challenge(&hello, &new_hub, Some(&e), known, 7).expect("challenge");
+        let a = agent.answer(&ch, 50).expect("answer");
+        assert_eq!(a.repin.as_ref().map(|r| r.previous), Some(k.hub.public()));
+        assert_eq!(hub.finish(&a.proof).expect("finish"), "n1");
+        assert!(matches!(
+            agent.answer(&ch, 100),
+            Err(HandshakeError::Rotation(RotationError::Closed(100)))
+        ));
+        let mut bare = ch.clone();
+        bare.endorsed = None;
+        assert!(matches!(
+            agent.answer(&bare, 50),
+            Err(HandshakeError::UnpinnedHub(_))
+        ));
+        // A node that pinned the new key already ignores the endorsement.
+        let (agent, hello) =
+            AgentSide::start("n1", copy(&k.node), new_hub.public()).expect("start");
+        let (_, ch) = HubSide::challenge(&hello, &new_hub, Some(&e), known, 7).expect("challenge");
+        assert!(agent.answer(&ch, 500).expect("answer").repin.is_none());
     }
 }

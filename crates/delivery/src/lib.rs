@@ -28,6 +28,7 @@ pub mod lane;
 pub mod link;
 pub mod pipeline;
 pub mod policy;
+pub mod rotation;
 pub mod sender;
 pub mod steward;
 pub mod store;

@@ -245,11 +245,11 @@ impl SimNode {
         send_json(&mut ws, &hello).await?;
         let challenge: Challenge =
             serde_json::from_str(&recv_text(&mut ws).await?).context("malformed challenge")?;
-        let (proof, hub_time) = side.answer(&challenge)?;
+        let answer = side.answer(&challenge, wall_ms())?;
         if let Ok(mut c) = self.clock.lock() {
-            c.sync(hub_time, wall_ms());
+            c.sync(answer.hub_time_ms, wall_ms());
         }
-        send_json(&mut ws, &proof).await?;
+        send_json(&mut ws, &answer.proof).await?;
         match serde_json::from_str::<Verdict>(&recv_text(&mut ws).await?)
             .context("malformed verdict")?
         {

@@ -5,6 +5,7 @@
 
 use anyhow::{Context, Result};
 use reeve_delivery::keys::KeyPair;
+use reeve_delivery::rotation::HubRotation;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -17,6 +18,8 @@ pub struct Identity {
     pub cert_der: Vec<u8>,
     /// Its private key (PKCS#8 DER).
     pub cert_key_der: Vec<u8>,
+    /// The previous key's endorsement of this one, while a rotation's overlap is open.
+    pub endorsed: Option<HubRotation>,
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -60,7 +63,9 @@ pub fn load_or_create(dir: &Path) -> Result<Identity> {
         write_private(&cert_key_path, &ck.signing_key.serialize_der())?;
         write_private(&cert_path, ck.cert.der())?;
     }
+    let endorsed = None;
     Ok(Identity {
+        endorsed,
         key,
         cert_der: std::fs::read(&cert_path)
             .with_context(|| format!("cannot read {}", cert_path.display()))?,

@@ -77,6 +77,9 @@ pub(crate) struct Live {
 /// The running hub's shared state.
 pub struct Hub {
     pub(crate) key: Arc<KeyPair>,
+    /// While the hub's key is rotated: the previous key's endorsement of this one, sent in
+    /// every handshake until its overlap ends.
+    pub(crate) endorsed: Option<reeve_delivery::rotation::HubRotation>,
     pub(crate) instance: String,
     pub(crate) writer: Writer,
     pub(crate) read: Mutex<Connection>,
@@ -125,6 +128,7 @@ impl Hub {
         read.busy_timeout(std::time::Duration::from_secs(10))?;
         Ok(Arc::new(Self {
             key: Arc::new(id.key),
+            endorsed: id.endorsed,
             instance,
             writer,
             read: Mutex::new(read),

@@ -22,6 +22,7 @@ use reeve_delivery::keys::PublicKey;
 use reeve_delivery::lane::Lane;
 use reeve_delivery::link::{Frame, Outgoing};
 use reeve_delivery::pipeline::{Pipeline, acks_for};
+use reeve_delivery::rotation::{MAX_OVERLAP_MS, NodeRotation};
 use reeve_delivery::transport::{Incoming, Transport};
 use reeve_delivery::writer::WriterError;
 use serde::Serialize;
@@ -102,18 +103,19 @@ pub async fn handle(hub: Arc<Hub>, mut ws: WebSocket) {
         Ok(h) => h,
         Err(e) => return refuse(&hub, &mut ws, None, "refused", format!("bad hello: {e:#}")).await,
     };
-    let enrolled = hub
-        .read(|f| Ok(f.node_key(&hello.node)?))
-        .ok()
-        .flatten()
-        .and_then(|k| PublicKey::from_base64(&k).ok());
-    let (side, challenge): (HubSide, Challenge) =
-        match HubSide::challenge(&hello, &hub.key, |_| enrolled, now_ms()) {
-            Ok(v) => v,
-            Err(e) => {
-                return refuse(&hub, &mut ws, Some(&hello.node), "refused", e.to_string()).await;
-            }
-        };
+    let keys = known_keys(&hub, &hello.node);
+    let (side, challenge): (HubSide, Challenge) = match HubSide::challenge(
+        &hello,
+        &hub.key,
+        hub.endorsed.as_ref(),
+        |_, k| keys.contains(k),
+        now_ms(),
+    ) {
+        Ok(v) => v,
+        Err(e) => {
+            return refuse(&hub, &mut ws, Some(&hello.node), "refused", e.to_string()).await;
+        }
+    };
     if send_json(&mut ws, &challenge).await.is_err() {
         return;
     }
@@ -137,6 +139,18 @@ pub async fn handle(hub: Arc<Hub>, mut ws: WebSocket) {
         Ok(n) => n,
         Err(e) => return refuse(&hub, &mut ws, Some(&hello.node), "refused", e.to_string()).await,
     };
+    let mut enrolled_now = None;
+    if let Some(r) = &hello.rotate {
+        match rotate(&hub, &node, hello.node_key, r).await {
+            Ok(k) => enrolled_now = Some(k),
+            Err(e) => {
+                let reason = format!("key rotation refused: {e:#}");
+                return refuse(&hub, &mut ws, Some(&node), "refused", reason).await;
+            }
+        }
+    }
+    // Read again after a rotation: the new key owns the node's streams from now on.
+    let keys = known_keys(&hub, &node);
     let conn_id = hub.next_conn.fetch_add(1, Ordering::Relaxed);
     let live = Arc::new(Live {
         conn_id,
@@ -161,13 +175,14 @@ pub async fn handle(hub: Arc<Hub>, mut ws: WebSocket) {
         &mut ws,
         &Verdict::Welcome {
             hub_time_ms: now_ms(),
+            node_key: enrolled_now,
         },
     )
     .await
     {
         Ok(()) => {
             let mut link = WsTransport::new(&mut ws);
-            session(&hub, &mut link, &node, hello.node_key, &live).await
+            session(&hub, &mut link, &node, &keys, &live).await
         }
         Err(e) => Err(e),
     };
@@ -181,6 +196,49 @@ pub async fn handle(hub: Arc<Hub>, mut ws: WebSocket) {
     }
     touch(&hub, &node).await;
     hub.bump();
+}
+
+/// The keys node `name` may connect and sign with now: its enrolled one and those whose
+/// rotation overlap is open (empty for an unknown node).
+fn known_keys(hub: &Hub, name: &str) -> Vec<PublicKey> {
+    let now = now_ms();
+    hub.read(|f| Ok(f.node_keys(name, now)?))
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|k| PublicKey::from_base64(k).ok())
+        .collect()
+}
+
+/// Records node `node`'s move from `from` (the key it just proved) to the rotation's key;
+/// returns the key now enrolled. Asking again for a rotation that is recorded already
+/// (the node did not get the answer) changes nothing.
+async fn rotate(hub: &Hub, node: &str, from: PublicKey, r: &NodeRotation) -> Result<PublicKey> {
+    let (n, to, now) = (node.to_string(), r.key, now_ms());
+    let until = now.saturating_add(r.overlap_ms.min(MAX_OVERLAP_MS));
+    hub.writer
+        .run(move |s| {
+            let f = fleet(s);
+            let current = f.node_key(&n)?;
+            if current.as_deref() == Some(to.to_base64().as_str()) {
+                return Ok(Ok(to));
+            }
+            if current.as_deref() != Some(from.to_base64().as_str()) {
+                return Ok(Err(anyhow!(
+                    "the key it connected with is not its enrolled one (rotated already?)"
+                )));
+            }
+            f.rotate_node_key(&n, &from.to_base64(), &to.to_base64(), until)?;
+            let message = format!(
+                "node key rotated from {} to {}; the old key is accepted until {} (ms since the epoch)",
+                from.fingerprint(),
+                to.fingerprint(),
+                until
+            );
+            f.log_error(now, Some(&n), "key_rotated", &message)?;
+            Ok(Ok(to))
+        })
+        .await?
+        .inspect(|k| tracing::info!(%node, key = %k.fingerprint(), "node key rotated"))
 }
 
 /// How long a connection that already holds a node's key has to answer a ping before a
@@ -243,7 +301,7 @@ async fn session(
     hub: &Arc<Hub>,
     link: &mut impl Transport,
     node: &str,
-    node_key: PublicKey,
+    keys: &[PublicKey],
     live: &Live,
 ) -> Result<()> {
     let mut out = Outgoing::new(
@@ -271,7 +329,7 @@ async fn session(
                 hub.metrics.frame_in();
                 match m? {
                     Incoming::Frame(Frame::Envelope { bytes }) => {
-                        if let Some(refused) = from_node(hub, node, node_key, &bytes, &mut arrivals).await? {
+                        if let Some(refused) = from_node(hub, node, keys, &bytes, &mut arrivals).await? {
                             link.send(refused).await?;
                             hub.metrics.frame_out();
                         }
@@ -372,13 +430,14 @@ async fn node_lost(hub: &Hub, lost: &reeve_delivery::store::Rewound) -> Result<(
 async fn from_node(
     hub: &Arc<Hub>,
     node: &str,
-    node_key: PublicKey,
+    keys: &[PublicKey],
     bytes: &[u8],
     arrivals: &mut Pipeline<Arrival>,
 ) -> Result<Option<Frame>> {
     let now = now_ms();
     let checked = {
-        let owners = move |k: &PublicKey| *k == node_key;
+        // The node's key, and during a rotation's overlap the one it rotated from.
+        let owners = |k: &PublicKey| keys.contains(k);
         let trust = Trust {
             me: "hub",
             owners: &owners,

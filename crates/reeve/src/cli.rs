@@ -205,6 +205,19 @@ pub enum AgentSub {
         #[arg(long)]
         json: bool,
     },
+    /// Rotate this node's fleet key: the running agent makes a new key and presents it to
+    /// the hub at once, signed by the old and the new key. The hub keeps accepting the old
+    /// key for the overlap (messages sealed with it are still on their way). Exit status:
+    /// 0 rotated, 3 pending (the hub has not recorded it yet: it will at the next link).
+    #[command(after_help = "Example: reeve agent rotate-key --overlap 7d")]
+    RotateKey {
+        /// How long the hub keeps accepting the old key (at most 90 days).
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        overlap: std::time::Duration,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Update the running agent to another version of the signed `reeve-agent` module from
     /// the registry. The agent must run under its launcher (`reeve-buddy launch`), which
     /// starts the new agent on trial and switches back if it exits or is not healthy in

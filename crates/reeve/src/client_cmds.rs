@@ -137,6 +137,34 @@ pub async fn agent_sub(socket: &Path, sub: AgentSub) -> Result<ExitCode> {
                 ExitCode::from(3)
             })
         }
+        AgentSub::RotateKey { overlap, json } => {
+            let body = serde_json::json!({"overlap_ms": overlap.as_millis() as u64});
+            let r: serde_json::Value = c.post_json("/v1/node/rotate-key", &body).await?;
+            let field = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+            let rotated = field("state") == "rotated";
+            if json {
+                println!("{r}");
+            } else if rotated {
+                println!(
+                    "{}: key rotated to {}; the hub accepts the old one for {} more",
+                    field("node"),
+                    field("fingerprint"),
+                    humantime::format_duration(overlap)
+                );
+            } else {
+                println!(
+                    "{}: new key {} made; the hub has not recorded it yet (is it reachable?): \
+                     the agent presents it at its next link",
+                    field("node"),
+                    field("fingerprint")
+                );
+            }
+            Ok(if rotated {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
         AgentSub::Init { .. } | AgentSub::Join { .. } => {
             bail!("internal: agent init and join are dispatched elsewhere")
         }

@@ -8,7 +8,6 @@
 use super::Node;
 use anyhow::Result;
 use reeve_delivery::envelope::{Content, Request, Sequenced, authorize, seal};
-use reeve_delivery::keys::KeyPair;
 use rusqlite::OptionalExtension;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,9 +97,10 @@ async fn forward_once(node: &Arc<Node>) -> Result<Option<bool>> {
         node.now().saturating_add(super::REPLY_TTL_MS),
     );
     r.method_timeout_ms = None;
-    let key = KeyPair::from_secret_base64(&node.ident.key.secret_base64())?;
+    let own = node.own();
+    let key = own.key.clone();
     let auth = authorize(&r, &key)?;
-    let stream = node.out_stream();
+    let stream = own.stream();
     node.writer
         .run(move |s| {
             if cursor(s).map_err(|e| reeve_delivery::store::StoreError::Sql { what: "read cursor", source: e })? != after {

@@ -40,12 +40,11 @@ impl NodeFile {
     }
 }
 
-/// The loaded identity of a joined node.
+/// The loaded identity of a joined node (its key is loaded beside it: it changes when
+/// rotated).
 pub struct Identity {
     /// The node's settings.
     pub file: NodeFile,
-    /// Its key pair.
-    pub key: KeyPair,
     /// The pinned hub key.
     pub hub_key: PublicKey,
     /// The hub URL.
@@ -144,8 +143,8 @@ pub fn load_key(data_dir: &Path) -> Result<KeyPair> {
         .with_context(|| format!("{} is not a reeve key", path.display()))
 }
 
-/// The identity of a joined node; None when the node has not joined a hub.
-pub fn load(data_dir: &Path) -> Result<Option<Identity>> {
+/// The identity of a joined node and its key; None when the node has not joined a hub.
+pub fn load(data_dir: &Path) -> Result<Option<(Identity, KeyPair)>> {
     let Some(file) = load_file(data_dir)? else {
         return Ok(None);
     };
@@ -153,12 +152,85 @@ pub fn load(data_dir: &Path) -> Result<Option<Identity>> {
         return Ok(None);
     };
     let hub_key = PublicKey::from_base64(&hub).context("node.toml: hub_key is not a key")?;
-    Ok(Some(Identity {
-        key: load_key(data_dir)?,
-        file,
-        hub_key,
-        hub_url: url,
+    Ok(Some((
+        Identity {
+            file,
+            hub_key,
+            hub_url: url,
+        },
+        load_key(data_dir)?,
+    )))
+}
+
+/// A key rotation asked for and not finished yet: `node.key.next` (mode 0600).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NextFile {
+    /// The new key's secret, base64.
+    secret: String,
+    /// How long the hub should keep accepting the old key, in ms.
+    overlap_ms: u64,
+}
+
+/// The new key of a rotation that is not finished, and the overlap asked for.
+pub struct PendingRotation {
+    /// The new key.
+    pub key: KeyPair,
+    /// How long the hub should keep accepting the old key, in ms.
+    pub overlap_ms: u64,
+}
+
+fn next_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("node.key.next")
+}
+
+/// Starts a key rotation: a new key in `node.key.next`, presented to the hub at the next
+/// handshake. A rotation already pending keeps its key (the overlap is updated). Returns
+/// the new public key.
+pub fn begin_rotation(data_dir: &Path, overlap_ms: u64) -> Result<PublicKey> {
+    let key = match pending_rotation(data_dir)? {
+        Some(p) => p.key,
+        None => KeyPair::generate().context("cannot create the new node key")?,
+    };
+    let text = toml::to_string(&NextFile {
+        secret: key.secret_base64(),
+        overlap_ms,
+    })
+    .context("cannot encode node.key.next")?;
+    write_file(&next_path(data_dir), &text, 0o600)?;
+    Ok(key.public())
+}
+
+/// The rotation waiting for the hub, if any.
+pub fn pending_rotation(data_dir: &Path) -> Result<Option<PendingRotation>> {
+    let path = next_path(data_dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let f: NextFile =
+        toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
+    Ok(Some(PendingRotation {
+        key: KeyPair::from_secret_base64(&f.secret)
+            .with_context(|| format!("{} holds no key", path.display()))?,
+        overlap_ms: f.overlap_ms,
     }))
+}
+
+/// Finishes a rotation the hub recorded: `node.key` becomes `key`, `node.key.next` goes.
+pub fn finish_rotation(data_dir: &Path, key: &KeyPair) -> Result<()> {
+    write_file(
+        &paths(data_dir).1,
+        &format!("{}\n", key.secret_base64()),
+        0o600,
+    )?;
+    let next = next_path(data_dir);
+    match std::fs::remove_file(&next) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot delete {}", next.display())),
+    }
 }
 
 /// The node's key pair, created (mode 0600) if there is none (after `reeve agent leave`).
@@ -180,12 +252,14 @@ pub fn forget_hub(data_dir: &Path) -> Result<()> {
         file.hub_key = None;
         save(data_dir, &file)?;
     }
-    let key = paths(data_dir).1;
-    match std::fs::remove_file(&key) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("cannot delete {}", key.display())),
+    for key in [paths(data_dir).1, next_path(data_dir)] {
+        match std::fs::remove_file(&key) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot delete {}", key.display())),
+        }
     }
+    Ok(())
 }
 
 /// Before a join that starts a new enrolment: the message store of an earlier one is moved

@@ -20,6 +20,7 @@ pub mod keepalive;
 pub mod lanes;
 pub mod methods;
 pub mod replies;
+pub mod rotate;
 pub mod runner;
 pub mod session;
 pub mod stream;
@@ -51,7 +52,8 @@ pub const REPLY_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
 pub struct Node {
     pub(crate) ident: identity::Identity,
     pub(crate) writer: Writer,
-    pub(crate) instance: String,
+    /// What this node sends as; replaced when its key is rotated ([`rotate`]).
+    pub(crate) own: std::sync::RwLock<Arc<Own>>,
     pub(crate) policy: Policy,
     pub(crate) ctx: Arc<methods::Ctx>,
     pub(crate) out_wake: Notify,
@@ -61,12 +63,35 @@ pub struct Node {
     pub(crate) left: AtomicBool,
     /// Wakes the link to close after the leave.
     pub(crate) leave_now: Notify,
+    /// Closes the link so that it connects again at once (a key rotation to present).
+    pub(crate) relink: Notify,
     /// Wakes the expiry sweep at once (the hub refused something of ours as expired).
     pub(crate) expire_now: Notify,
     /// The adaptive keepalive; what it learned outlives each link.
     pub(crate) keepalive: Mutex<keepalive::Keepalive>,
     exec_tx: mpsc::UnboundedSender<lanes::Job>,
     exec_rx: Mutex<Option<mpsc::UnboundedReceiver<lanes::Job>>>,
+}
+
+/// What this node sends as: its key and its store's instance (both change when the key is
+/// rotated, and always together).
+pub(crate) struct Own {
+    /// The node's key: owner of its streams, authorizer of its own requests.
+    pub(crate) key: Arc<KeyPair>,
+    /// The delivery store's instance.
+    pub(crate) instance: String,
+}
+
+impl Own {
+    /// The stream this identity owns towards the hub.
+    pub(crate) fn stream(&self) -> StreamId {
+        StreamId {
+            owner: self.key.public(),
+            instance: self.instance.clone(),
+            receiver: "hub".into(),
+            lane: Default::default(),
+        }
+    }
 }
 
 /// A request in `ops.ps`'s list for as long as this lives.
@@ -122,7 +147,7 @@ impl Node {
         modules: Arc<crate::modules::Modules>,
         updater: Arc<crate::update::Updater>,
     ) -> Result<Option<Arc<Self>>> {
-        let Some(ident) = identity::load(data_dir)? else {
+        let Some((ident, mut key)) = identity::load(data_dir)? else {
             return Ok(None);
         };
         let keepalive_min = ident.file.keepalive_min()?;
@@ -137,6 +162,14 @@ impl Node {
         let mut store = reeve_delivery::store::DeliveryStore::open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
         let instance = store.instance()?;
+        // A rotation the hub recorded, whose streams were renewed but whose key file was
+        // not swapped yet (the agent stopped in between): finish it.
+        if let Some(p) = identity::pending_rotation(data_dir)?
+            && store.owns_streams(&p.key.public())?
+        {
+            identity::finish_rotation(data_dir, &p.key)?;
+            key = p.key;
+        }
         // Hub time never goes below what this node last knew (a node may boot in 1970):
         // what it sends before its first handshake gets a sensible expiry.
         let floor = store.clock_floor()?;
@@ -160,7 +193,10 @@ impl Node {
         Ok(Some(Arc::new(Self {
             ident,
             writer,
-            instance,
+            own: std::sync::RwLock::new(Arc::new(Own {
+                key: Arc::new(key),
+                instance,
+            })),
             policy,
             ctx,
             out_wake: Notify::new(),
@@ -168,6 +204,7 @@ impl Node {
             connected: AtomicBool::new(false),
             left: AtomicBool::new(false),
             leave_now: Notify::new(),
+            relink: Notify::new(),
             keepalive: Mutex::new(keepalive_min.map_or_else(
                 keepalive::Keepalive::default,
                 keepalive::Keepalive::with_min,
@@ -194,18 +231,22 @@ impl Node {
         self.clock.lock().map_or(local, |mut c| c.now(local))
     }
 
-    /// The stream this node owns towards the hub.
-    pub fn out_stream(&self) -> StreamId {
-        StreamId {
-            owner: self.ident.key.public(),
-            instance: self.instance.clone(),
-            receiver: "hub".into(),
-            lane: Default::default(),
+    /// What this node sends as now (read key and stream from one snapshot).
+    pub(crate) fn own(&self) -> Arc<Own> {
+        match self.own.read() {
+            Ok(o) => o.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    pub(crate) fn key(&self) -> Result<KeyPair> {
-        KeyPair::from_secret_base64(&self.ident.key.secret_base64()).context("node key")
+    /// The stream this node owns towards the hub.
+    pub fn out_stream(&self) -> StreamId {
+        self.own().stream()
+    }
+
+    /// The node's key now.
+    pub(crate) fn key(&self) -> Arc<KeyPair> {
+        self.own().key.clone()
     }
 
     /// Opens an envelope from the hub's stream; `now_ms` 0 skips the expiry check (for
@@ -235,7 +276,7 @@ impl Node {
         method: &str,
         args: Value,
         in_reply_to: Option<&str>,
-    ) -> Result<(Request, Seal)> {
+    ) -> Result<(Request, StreamId, Seal)> {
         let mut r = Request::new(
             self.name(),
             "hub",
@@ -244,13 +285,15 @@ impl Node {
             self.now().saturating_add(REPLY_TTL_MS),
         );
         r.in_reply_to = in_reply_to.map(str::to_string);
-        let key = self.key()?;
+        let own = self.own();
+        let key = own.key.clone();
         let auth = authorize(&r, &key)?;
-        let stream = self.out_stream();
+        let stream = own.stream();
+        let sealed = stream.clone();
         let seal: Seal = Box::new(move |seq| {
             seal(
                 &Sequenced {
-                    stream,
+                    stream: sealed,
                     seq: Some(seq),
                     content: Content::Request { auth },
                 },
@@ -258,16 +301,16 @@ impl Node {
             )
             .unwrap_or_default()
         });
-        Ok((r, seal))
+        Ok((r, stream, seal))
     }
 
     /// Sends a message of this node's own to the hub (`hello`, `error.log`): durable in the
     /// outbox when this returns.
     pub async fn send_to_hub(&self, method: &str, args: Value) -> Result<String> {
-        let (r, seal) = self.own_request(method, args, None)?;
+        let (r, stream, seal) = self.own_request(method, args, None)?;
         let id = r.id.clone();
         self.writer
-            .enqueue(self.out_stream(), r.id, r.expires_at_ms, seal)
+            .enqueue(stream, r.id, r.expires_at_ms, seal)
             .await?;
         self.out_wake.notify_one();
         Ok(id)
@@ -279,10 +322,10 @@ impl Node {
     /// returns false if the hub has not confirmed yet (the leave then completes whenever
     /// it does).
     pub async fn leave(self: &Arc<Self>, wait: std::time::Duration) -> Result<bool> {
-        let (r, seal) = self.own_request("leave", json!({}), None)?;
+        let (r, stream, seal) = self.own_request("leave", json!({}), None)?;
         let seq = self
             .writer
-            .enqueue(self.out_stream(), r.id, r.expires_at_ms, seal)
+            .enqueue(stream, r.id, r.expires_at_ms, seal)
             .await?;
         self.out_wake.notify_one();
         self.note(
@@ -506,8 +549,7 @@ impl Node {
     }
 
     async fn complete(&self, request: &Request, body: Value) -> Result<()> {
-        let (r, seal) = self.own_request(reply_method(request), body, Some(&request.id))?;
-        let stream = self.out_stream();
+        let (r, stream, seal) = self.own_request(reply_method(request), body, Some(&request.id))?;
         let id = request.id.clone();
         self.writer
             .run(move |s| {
@@ -531,9 +573,9 @@ impl Node {
     /// Sends a reply to `request` ahead of its final one (an `exec.stream` chunk): durable
     /// in the outbox when this returns.
     pub(crate) async fn send_progress(&self, request: &Request, body: Value) -> Result<()> {
-        let (r, seal) = self.own_request(reply_method(request), body, Some(&request.id))?;
+        let (r, stream, seal) = self.own_request(reply_method(request), body, Some(&request.id))?;
         self.writer
-            .enqueue(self.out_stream(), r.id, r.expires_at_ms, seal)
+            .enqueue(stream, r.id, r.expires_at_ms, seal)
             .await?;
         self.out_wake.notify_one();
         Ok(())
@@ -571,7 +613,7 @@ async fn expire_loop(node: Arc<Node>) {
             _ = tick.tick() => {}
             _ = node.expire_now.notified() => {}
         }
-        let Ok(key) = node.key() else { return };
+        let key = node.key();
         let now = node.now();
         let floor = node.clock.lock().map_or(0, |c| c.floor());
         let gone = node

@@ -9,7 +9,6 @@ use super::Node;
 use crate::events::event;
 use anyhow::{Context, Result, bail};
 use reeve_delivery::envelope::{Content, ReplyTo, Request, Sequenced, authorize, seal};
-use reeve_delivery::keys::KeyPair;
 use reeve_delivery::store::StoreError;
 use reeve_proto::event::EventKind;
 use rusqlite::{OptionalExtension, params};
@@ -37,9 +36,10 @@ impl Node {
         if request.to == self.name() || request.to == "hub" {
             bail!("a request must name another node (to: {:?})", request.to);
         }
-        let key = KeyPair::from_secret_base64(&self.ident.key.secret_base64())?;
+        let own = self.own();
+        let key = own.key.clone();
         let auth = authorize(&request, &key)?;
-        let stream = self.out_stream();
+        let stream = own.stream();
         let reply = request
             .reply
             .as_ref()

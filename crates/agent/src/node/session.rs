@@ -5,7 +5,7 @@
 use super::keepalive::{self, Action, Keepalive};
 use super::lanes::Job;
 use super::wire::{SEND_TIMEOUT, WsTransport};
-use super::{Node, transport};
+use super::{Node, identity, transport};
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use reeve_delivery::envelope::{Payload, StreamId};
@@ -13,6 +13,7 @@ use reeve_delivery::handshake::{AgentSide, Challenge, Verdict};
 use reeve_delivery::keys::KeyPair;
 use reeve_delivery::link::{Frame, Outgoing};
 use reeve_delivery::pipeline::{Pipeline, acks_for};
+use reeve_delivery::rotation::NodeRotation;
 use reeve_delivery::store::stream_key;
 use reeve_delivery::transport::{Incoming, Transport};
 use reeve_delivery::writer::WriterError;
@@ -79,28 +80,48 @@ async fn send_json(ws: &mut transport::Ws, v: &impl serde::Serialize) -> Result<
 async fn connect_and_serve(node: &Arc<Node>) -> Result<()> {
     let id = &node.ident;
     let mut ws = transport::websocket(&id.hub_url, id.file.proxy.as_deref()).await?;
-    let key = KeyPair::from_secret_base64(&id.key.secret_base64())?;
-    let (side, hello) = AgentSide::start(node.name(), key, id.hub_key)?;
+    let own = node.own();
+    let key = KeyPair::from_secret_base64(&own.key.secret_base64())?;
+    let (side, mut hello) = AgentSide::start(node.name(), key, id.hub_key)?;
+    // A key rotation waiting for the hub goes with the Hello, signed by both keys.
+    let pending = identity::pending_rotation(&node.ctx.data_dir)?
+        .filter(|p| p.key.public() != own.key.public());
+    if let Some(p) = &pending {
+        hello.rotate = Some(NodeRotation::new(
+            node.name(),
+            &own.key,
+            &p.key,
+            &id.hub_key,
+            p.overlap_ms,
+        )?);
+    }
     send_json(&mut ws, &hello).await?;
     let challenge: Challenge =
         serde_json::from_str(&recv_text(&mut ws).await?).context("malformed challenge")?;
-    let (proof, hub_time) = side.answer(&challenge)?;
+    let answer = side.answer(&challenge, node.now())?;
     let floor = node.clock.lock().map_or(0, |mut c| {
-        c.sync(hub_time, super::local_ms());
+        c.sync(answer.hub_time_ms, super::local_ms());
         c.floor()
     });
     node.writer
         .run(move |st| st.raise_clock_floor(floor))
         .await?;
-    send_json(&mut ws, &proof).await?;
+    send_json(&mut ws, &answer.proof).await?;
     match serde_json::from_str::<Verdict>(&recv_text(&mut ws).await?)
         .context("malformed verdict")?
     {
-        Verdict::Welcome { .. } => {}
+        Verdict::Welcome { node_key, .. } => {
+            if let Some(p) = pending
+                && node_key == Some(p.key.public())
+            {
+                node.adopt_key(p.key).await?;
+            }
+        }
         Verdict::Refused { reason } => bail!("the hub refused this node: {reason}"),
     }
     node.connected.store(true, Ordering::Relaxed);
     tracing::info!(hub = %id.hub_url, "connected to the hub");
+    node.settle_streams().await?;
     serve(node, &mut WsTransport::new(&mut ws)).await
 }
 
@@ -113,7 +134,7 @@ type Arrival = Result<(StreamId, u64), WriterError>;
 
 async fn serve(node: &Arc<Node>, link: &mut impl Transport) -> Result<()> {
     let mut out = Outgoing::new(node.out_stream(), node.writer.clone(), WINDOW, RTO_MS)
-        .with_owner(Arc::new(node.key()?));
+        .with_owner(node.key());
     out.resume().await?;
     out.on_reconnect();
     let mut last_sent = Instant::now();
@@ -171,6 +192,7 @@ async fn serve(node: &Arc<Node>, link: &mut impl Transport) -> Result<()> {
             }
             _ = node.out_wake.notified() => push = true,
             _ = node.leave_now.notified() => return Ok(()),
+            _ = node.relink.notified() => return Ok(()),
             _ = tokio::time::sleep_until(next_wake(node, &out, last_sent).into()) => {
                 push = true;
                 if node.has_left() {

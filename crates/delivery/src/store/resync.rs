@@ -9,7 +9,8 @@
 //!   streams would number new messages at positions their receivers already hold, and the
 //!   receivers would drop them as duplicates. The restored store takes a new instance (new
 //!   streams, from 1) and re-seals what waited in its outbox onto them; a receiver that had
-//!   a request already keeps one copy (its inbox keys on the request id).
+//!   a request already keeps one copy (its inbox keys on the request id). An owner whose
+//!   key was rotated does the same, with the new key as the new streams' owner.
 
 use super::{DeliveryStore, Result, parse_stream_key, q, stream_key};
 use crate::envelope::StreamId;
@@ -94,17 +95,54 @@ impl DeliveryStore {
         }))
     }
 
+    /// Do messages wait in a stream other than `owner`'s of `instance`? (Sent by a task that
+    /// read the identity just before a key rotation renewed the streams.)
+    pub fn waits_elsewhere(&self, owner: &crate::keys::PublicKey, instance: &str) -> Result<bool> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT DISTINCT key FROM outbox WHERE id != ''")
+            .map_err(q("prepare waiting streams"))?;
+        let keys = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(q("query waiting streams"))?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(q("read waiting streams"))?;
+        Ok(keys.iter().any(|k| {
+            parse_stream_key(k).is_some_and(|s| s.owner != *owner || s.instance != instance)
+        }))
+    }
+
+    /// Does any stream of this store's outbox belong to `owner`? (An agent that rotated its
+    /// key renews its streams first and swaps its key file after: streams owned by the new
+    /// key mean the rotation was recorded, even if the swap did not happen.)
+    pub fn owns_streams(&self, owner: &crate::keys::PublicKey) -> Result<bool> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT key FROM out_streams UNION SELECT DISTINCT key FROM outbox")
+            .map_err(q("prepare owners"))?;
+        let keys = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(q("query owners"))?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(q("read owners"))?;
+        Ok(keys
+            .iter()
+            .any(|k| parse_stream_key(k).is_some_and(|s| s.owner == *owner)))
+    }
+
     /// Gives this store a new instance, so its streams start again at 1, and moves the
-    /// messages waiting in the old instance's streams onto the new ones, in order:
-    /// `reseal(new stream, new seq, old envelope)` seals each again (an empty answer drops
-    /// it). Skip markers are not carried over: the new streams have no gaps. Returns the
-    /// new instance and what moved, atomically. For a store restored from a backup, before
-    /// its owner runs again.
+    /// messages waiting in its streams (all of them: a store owns the streams of one
+    /// identity) onto the new ones (owned by `owner`),
+    /// in order: `reseal(new stream, new seq, old envelope)` seals each again (an empty
+    /// answer drops it). Skip markers are not carried over: the new streams have no gaps.
+    /// Returns the new instance and what moved, atomically. For a store restored from a
+    /// backup, before its owner runs again, and for an owner whose key was rotated.
     pub fn renew_instance(
         &mut self,
+        owner: &crate::keys::PublicKey,
         mut reseal: impl FnMut(&StreamId, u64, &[u8]) -> Vec<u8>,
     ) -> Result<(String, Vec<Resealed>)> {
-        let old = self.instance()?;
+        self.instance()?; // creates the meta row when the store is new
         let new = ulid::Ulid::new().to_string();
         let tx = self.conn.savepoint().map_err(q("begin renew"))?;
         let waiting: Vec<(String, u64, String, Vec<u8>, i64)> = {
@@ -131,10 +169,11 @@ impl DeliveryStore {
         // The new streams' last positions, in the order first used.
         let mut last: Vec<(String, u64)> = Vec::new();
         for (key, _, id, envelope, expires) in waiting {
-            let Some(stream) = parse_stream_key(&key).filter(|s| s.instance == old) else {
+            let Some(stream) = parse_stream_key(&key) else {
                 continue;
             };
             let renewed = StreamId {
+                owner: *owner,
                 instance: new.clone(),
                 ..stream
             };
@@ -163,7 +202,7 @@ impl DeliveryStore {
                 seq,
             });
         }
-        // The old instance's streams are done with: what waited there moved.
+        // The earlier streams are done with: what waited there moved.
         let old_keys: Vec<String> = {
             let mut stmt = tx
                 .prepare_cached("SELECT key FROM out_streams UNION SELECT DISTINCT key FROM outbox")
@@ -173,7 +212,7 @@ impl DeliveryStore {
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(q("read old streams"))?
                 .into_iter()
-                .filter(|k| parse_stream_key(k).is_some_and(|s| s.instance == old))
+                .filter(|k| parse_stream_key(k).is_some_and(|s| s.instance != new))
                 .collect()
         };
         for key in &old_keys {
@@ -289,8 +328,6 @@ mod tests {
         let mut inbox = DeliveryStore::open(&in_path).expect("open");
         let old = out.instance().expect("instance");
         let stream = StreamId::new(owner.public(), &old, "n1", Default::default());
-        let other = StreamId::new(owner.public(), "older", "n1", Default::default());
-        send(&mut out, &other, "stale");
         for id in ["m1", "m2"] {
             send(&mut out, &stream, id);
         }
@@ -305,7 +342,7 @@ mod tests {
         std::fs::copy(&backup, &out_path).expect("restore");
         let mut out = DeliveryStore::open(&out_path).expect("open");
         let (new, moved) = out
-            .renew_instance(|s, seq, env| {
+            .renew_instance(&owner.public(), |s, seq, env| {
                 // Resealed with the new stream and position; here the bytes stay the id.
                 assert!(s.instance != old && seq > 0);
                 env.to_vec()
@@ -321,11 +358,6 @@ mod tests {
             out.unacked(&stream, 10).expect("old").is_empty(),
             "the old stream is gone"
         );
-        assert_eq!(
-            out.unacked(&other, 10).expect("other").len(),
-            1,
-            "another instance's stream is not ours to move"
-        );
         send(&mut out, &renewed, "m4");
         assert_eq!(deliver(&mut out, &mut inbox, &renewed), 3);
         let ids: Vec<String> = inbox
@@ -336,5 +368,56 @@ mod tests {
             .collect();
         assert_eq!(ids, ["m4"], "m1 and m2 were there already: kept once");
         assert_eq!(inbox.inbox_ids(&stream).expect("ids").len(), 3);
+    }
+
+    #[test]
+    fn a_rotated_owner_moves_what_waits_onto_streams_of_its_new_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (old_key, new_key) = (
+            KeyPair::generate().expect("key"),
+            KeyPair::generate().expect("key"),
+        );
+        let mut out = DeliveryStore::open(&dir.path().join("o.db")).expect("open");
+        let old = out.instance().expect("instance");
+        let stream = StreamId::new(old_key.public(), &old, "hub", Default::default());
+        for id in ["m1", "m2", "m3"] {
+            send(&mut out, &stream, id);
+        }
+        out.ack(&stream, 1).expect("ack");
+        assert!(out.owns_streams(&old_key.public()).expect("owners"));
+        assert!(!out.owns_streams(&new_key.public()).expect("owners"));
+        let (new, moved) = out
+            .renew_instance(&new_key.public(), |s, _, env| {
+                assert_eq!(s.owner, new_key.public());
+                env.to_vec()
+            })
+            .expect("renew");
+        let renewed = StreamId::new(new_key.public(), &new, "hub", Default::default());
+        let placed: Vec<(String, u64)> = moved.iter().map(|m| (m.id.clone(), m.seq)).collect();
+        assert_eq!(placed, [("m2".to_string(), 1), ("m3".to_string(), 2)]);
+        assert_eq!(out.unacked(&renewed, 10).expect("new").len(), 2);
+        assert!(out.owns_streams(&new_key.public()).expect("owners"));
+        assert!(!out.owns_streams(&old_key.public()).expect("owners"));
+        assert!(
+            !out.waits_elsewhere(&new_key.public(), &new)
+                .expect("elsewhere")
+        );
+        // A task that read the old identity just before enqueues after the renewal: seen,
+        // and moved by renewing again, after what waited.
+        send(&mut out, &stream, "m4");
+        assert!(
+            out.waits_elsewhere(&new_key.public(), &new)
+                .expect("elsewhere")
+        );
+        let (newer, moved) = out
+            .renew_instance(&new_key.public(), |_, _, env| env.to_vec())
+            .expect("renew");
+        let placed: Vec<&str> = moved.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(placed.len(), 3);
+        assert!(placed.contains(&"m4"));
+        assert!(
+            !out.waits_elsewhere(&new_key.public(), &newer)
+                .expect("elsewhere")
+        );
     }
 }

@@ -12,7 +12,7 @@
 use crate::db::{self, fleet};
 use crate::{identity, now_ms};
 use anyhow::{Context, Result};
-use reeve_delivery::envelope::{Content, Sequenced, authorization_of, seal};
+use reeve_delivery::envelope::reseal;
 use reeve_delivery::store::DeliveryStore;
 use std::path::Path;
 
@@ -35,16 +35,8 @@ pub fn renew_streams(dir: &Path, from: &Path) -> Result<Renewed> {
     let from = from.display().to_string();
     let (instance, resealed) = store
         .batch(|s| {
-            let (instance, moved) = s.renew_instance(|stream, seq, envelope| {
-                let Some(auth) = authorization_of(envelope) else {
-                    return Vec::new();
-                };
-                let record = Sequenced {
-                    stream: stream.clone(),
-                    seq: Some(seq),
-                    content: Content::Request { auth },
-                };
-                seal(&record, &key).unwrap_or_default()
+            let (instance, moved) = s.renew_instance(&key.public(), |stream, seq, envelope| {
+                reseal(envelope, stream, seq, &key).unwrap_or_default()
             })?;
             let f = fleet(s);
             for m in &moved {

@@ -102,10 +102,25 @@ pub trait FleetStore {
     /// Records when `node` was last connected.
     fn node_seen(&self, node: &str, now_ms: u64) -> FleetResult<()>;
     /// Enrols node `name` with `key`, or gives an enrolled one this key (it keeps its
-    /// enrolment time, facts and last-seen).
+    /// enrolment time, facts and last-seen; keys it rotated away from are forgotten).
     fn enrol_node(&self, name: &str, key: &str, now_ms: u64) -> FleetResult<()>;
-    /// Forgets node `name` (its history stays); false if there was none.
+    /// Forgets node `name` and every key of it (its history stays); false if there was
+    /// none.
     fn remove_node(&self, name: &str) -> FleetResult<bool>;
+    /// The keys (base64) node `name` may connect and sign with at `now_ms`: its enrolled
+    /// key first, then those it rotated away from whose overlap is still open. Empty for
+    /// an unknown node.
+    fn node_keys(&self, name: &str, now_ms: u64) -> FleetResult<Vec<String>>;
+    /// Makes `new_key` node `name`'s key; `old_key`, its current one, stays accepted until
+    /// `until_ms`. Fails if another node holds `new_key`. Run it in one transaction with the
+    /// read of `old_key`.
+    fn rotate_node_key(
+        &self,
+        name: &str,
+        old_key: &str,
+        new_key: &str,
+        until_ms: u64,
+    ) -> FleetResult<()>;
 
     // Join tokens.
 

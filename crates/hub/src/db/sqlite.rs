@@ -129,6 +129,8 @@ impl FleetStore for Connection {
     }
 
     fn enrol_node(&self, name: &str, key: &str, now_ms: u64) -> FleetResult<()> {
+        self.execute("DELETE FROM hub_node_keys WHERE name = ?1", params![name])
+            .map_err(fail("forget retired keys"))?;
         self.execute(
             "INSERT INTO hub_nodes (name, key, enrolled_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (name) DO UPDATE SET key = excluded.key",
@@ -139,9 +141,54 @@ impl FleetStore for Connection {
     }
 
     fn remove_node(&self, name: &str) -> FleetResult<bool> {
+        self.execute("DELETE FROM hub_node_keys WHERE name = ?1", params![name])
+            .map_err(fail("remove node keys"))?;
         self.execute("DELETE FROM hub_nodes WHERE name = ?1", params![name])
             .map(|n| n > 0)
             .map_err(fail("remove node"))
+    }
+
+    fn node_keys(&self, name: &str, now_ms: u64) -> FleetResult<Vec<String>> {
+        self.prepare_cached(
+            "SELECT key FROM (
+                 SELECT key, 0 AS o, 0 AS u FROM hub_nodes WHERE name = ?1
+                 UNION ALL
+                 SELECT key, 1, until_ms FROM hub_node_keys
+                 WHERE name = ?1 AND until_ms > ?2
+                   AND EXISTS (SELECT 1 FROM hub_nodes WHERE name = ?1))
+             ORDER BY o, u DESC",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![name, now_ms as i64], |r| r.get(0))?
+                .collect()
+        })
+        .map_err(fail("read node keys"))
+    }
+
+    fn rotate_node_key(
+        &self,
+        name: &str,
+        old_key: &str,
+        new_key: &str,
+        until_ms: u64,
+    ) -> FleetResult<()> {
+        self.execute(
+            "UPDATE hub_nodes SET key = ?2 WHERE name = ?1",
+            params![name, new_key],
+        )
+        .map_err(fail("store the new node key"))?;
+        self.execute(
+            "INSERT INTO hub_node_keys (name, key, until_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name, key) DO UPDATE SET until_ms = excluded.until_ms",
+            params![name, old_key, until_ms as i64],
+        )
+        .map_err(fail("retire the old node key"))?;
+        self.execute(
+            "DELETE FROM hub_node_keys WHERE name = ?1 AND key = ?2",
+            params![name, new_key],
+        )
+        .map_err(fail("un-retire the new node key"))?;
+        Ok(())
     }
 
     fn add_join_token(&self, digest: &str, created_ms: u64, expires_at_ms: u64) -> FleetResult<()> {

@@ -99,3 +99,91 @@ fn an_operator_key_rotates_with_an_overlap_window() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("already"));
 }
+
+/// The key the hub has enrolled for `node`.
+fn enrolled_key(hub: &Hub, op: &Operator, node: &str) -> String {
+    let list = hub.json(op, &["nodes"]);
+    list.as_array()
+        .and_then(|l| l.iter().find(|n| n["name"] == node))
+        .and_then(|n| n["key"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("{node} not in {list}"))
+}
+
+/// Does the hub's error log hold an entry of `kind` for n1 whose message has `needle`?
+fn logged(hub: &Hub, op: &Operator, kind: &str, needle: &str) -> bool {
+    let errors = hub.json(op, &["errors"]);
+    errors.as_array().is_some_and(|l| {
+        l.iter().any(|e| {
+            e["kind"] == kind
+                && e["node"] == "n1"
+                && e["message"].as_str().is_some_and(|m| m.contains(needle))
+        })
+    })
+}
+
+#[test]
+fn a_node_key_rotates_with_an_overlap_window() {
+    use crate::helper::wait_for;
+    use std::time::Duration;
+    const T: Duration = Duration::from_secs(30);
+    let hub = Hub::start();
+    let alice = hub.operator("alice", "operator");
+    let mut a = joined(&hub, "n1", &[&alice]);
+    a.start();
+    hub.wait_online(&alice, "n1");
+    let first_secret = std::fs::read_to_string(a.data_dir().join("node.key")).expect("key");
+    let first = enrolled_key(&hub, &alice, "n1");
+
+    // A message waits for the node while it rotates: nothing in flight is lost.
+    let r: serde_json::Value =
+        serde_json::from_str(&a.ok(&["agent", "rotate-key", "--overlap", "1h", "--json"]))
+            .expect("json");
+    assert_eq!(r["state"], "rotated", "{r}");
+    let second = r["key"].as_str().expect("key").to_string();
+    assert_ne!(second, first);
+    assert_eq!(enrolled_key(&hub, &alice, "n1"), second);
+    assert!(!a.data_dir().join("node.key.next").exists());
+    assert_ne!(
+        std::fs::read_to_string(a.data_dir().join("node.key")).expect("key"),
+        first_secret,
+        "node.key holds the new key"
+    );
+    assert!(logged(&hub, &alice, "key_rotated", "accepted until"));
+    // Replies travel on the new key's streams.
+    let reply = exec_true(&hub, &alice);
+    assert_eq!(reply["reply"]["status"], "ok", "{reply}");
+    let events = a.events(None);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.contains("node key rotated to")),
+        "the node's event log records the rotation"
+    );
+
+    // Within the overlap the old key still connects: an agent restored with it (its store
+    // moved to the new key) moves what waits back under the old key and is served.
+    a.stop();
+    let second_secret = std::fs::read_to_string(a.data_dir().join("node.key")).expect("key");
+    std::fs::write(a.data_dir().join("node.key"), &first_secret).expect("old key back");
+    a.start();
+    hub.wait_online(&alice, "n1");
+    let reply = exec_true(&hub, &alice);
+    assert_eq!(reply["reply"]["status"], "ok", "{reply}");
+
+    // Rotating on with no overlap: the key it rotated from (the first) stops at once.
+    std::fs::write(a.data_dir().join("node.key"), &second_secret).expect("second key");
+    a.stop();
+    a.start();
+    hub.wait_online(&alice, "n1");
+    let r: serde_json::Value =
+        serde_json::from_str(&a.ok(&["agent", "rotate-key", "--overlap", "0s", "--json"]))
+            .expect("json");
+    assert_eq!(r["state"], "rotated", "{r}");
+    a.stop();
+    std::fs::write(a.data_dir().join("node.key"), &second_secret).expect("retired key");
+    a.start();
+    wait_for(T, "the retired key refused", || {
+        logged(&hub, &alice, "refused", "not enrolled").then_some(())
+    });
+}
