@@ -161,6 +161,13 @@ impl Policy {
         self
     }
 
+    /// Names `keys` (the agent's pinned hub key and, during a hub key rotation, the previous
+    /// one, as "hub"); an existing name is kept.
+    pub fn with_keys(mut self, name: &str, keys: Vec<PublicKey>) -> Self {
+        self.keys.entry(name.to_string()).or_insert(keys);
+        self
+    }
+
     /// Does the policy name `key` (and not revoke it)? Only such keys may sign requests.
     pub fn knows(&self, key: &PublicKey) -> bool {
         !self.revoked.contains(key) && self.name_of(key).is_some()

@@ -30,6 +30,9 @@ pub const MANIFEST: &str = "reeve-hub-backup.json";
 pub const DB_FILE: &str = "hub.db";
 /// The identity files a backup holds besides the database.
 pub const IDENTITY_FILES: [&str; 3] = ["hub.key", "tls-cert.der", "tls-key.der"];
+/// Identity files a backup holds when the data directory has them: the endorsement of a
+/// hub key rotation (its nodes follow it until the overlap ends).
+pub const OPTIONAL_FILES: [&str; 1] = [crate::rekey::ENDORSEMENT_FILE];
 const FORMAT: u32 = 1;
 
 /// The data directory's lock, held for as long as a hub serves from it.
@@ -274,6 +277,15 @@ pub fn backup(dir: &Path, out: &Path) -> Result<Summary> {
             std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?,
         ));
     }
+    for name in OPTIONAL_FILES {
+        let p = dir.join(name);
+        if p.is_file() {
+            contents.push((
+                name.into(),
+                std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?,
+            ));
+        }
+    }
     let key = reeve_delivery::keys::KeyPair::from_secret_base64(
         String::from_utf8_lossy(&contents[1].1).trim(),
     )
@@ -344,6 +356,7 @@ fn unpack_checked(from: &Path, into: &Path) -> Result<Manifest> {
     let allowed: Vec<&str> = [MANIFEST, DB_FILE]
         .into_iter()
         .chain(IDENTITY_FILES)
+        .chain(OPTIONAL_FILES)
         .collect();
     for entry in archive.entries().context("not a tar file")? {
         let mut e = entry.context("the tar file is damaged")?;
@@ -376,7 +389,8 @@ fn unpack_checked(from: &Path, into: &Path) -> Result<Manifest> {
             manifest.format
         );
     }
-    for name in [DB_FILE].into_iter().chain(IDENTITY_FILES) {
+    let optional = OPTIONAL_FILES.into_iter().filter(|n| seen.contains_key(*n));
+    for name in [DB_FILE].into_iter().chain(IDENTITY_FILES).chain(optional) {
         let bytes = seen
             .get(name)
             .with_context(|| format!("{name} is missing from the backup"))?;

@@ -34,6 +34,15 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Writes a private file (mode 0600) whole or not at all: a temporary file, synced, then
+/// renamed over `path`.
+pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// The hub's key in `dir` (`hub.key`), which must exist.
 pub fn load_key(dir: &Path) -> Result<KeyPair> {
     let key_path = dir.join("hub.key");
@@ -63,7 +72,8 @@ pub fn load_or_create(dir: &Path) -> Result<Identity> {
         write_private(&cert_key_path, &ck.signing_key.serialize_der())?;
         write_private(&cert_path, ck.cert.der())?;
     }
-    let endorsed = None;
+    crate::rekey::refuse_interrupted(dir)?;
+    let endorsed = crate::rekey::endorsement(dir, &key)?;
     Ok(Identity {
         endorsed,
         key,

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod output;
 pub mod registry;
+pub mod rekey;
 pub mod relay;
 pub mod removal;
 pub mod retention;

@@ -73,6 +73,24 @@ pub enum HubSub {
         #[arg(long)]
         json: bool,
     },
+    /// Rotate the hub's key (the hub must be stopped). Nodes pinned the old key: it endorses
+    /// the new one, and the hub presents that in every handshake for the overlap, so
+    /// connected and offline nodes follow. After the overlap, a node still pinned to the
+    /// old key must join again. Join tokens made before the rotation name the old key:
+    /// make new ones.
+    #[command(
+        after_help = "Example: reeve hub rotate-key --data-dir /var/lib/reeve-hub --overlap 30d"
+    )]
+    RotateKey {
+        #[command(flatten)]
+        dir: DirArg,
+        /// How long nodes pinned to the old key may still follow it (at most 90 days).
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        overlap: std::time::Duration,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Restore a backup into a data directory (the hub there must be stopped).
     #[command(
         after_help = "Example: reeve hub restore --data-dir /var/lib/reeve-hub --from hub-2026-05-01.tar"
@@ -256,6 +274,24 @@ pub async fn run(cmd: HubCmd) -> Result<ExitCode> {
                     s.messages,
                     s.hub_fingerprint,
                     s.file.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(HubSub::RotateKey { dir, overlap, json }) => {
+            let overlap_ms = u64::try_from(overlap.as_millis()).unwrap_or(u64::MAX);
+            let r = reeve_hub::rekey::rotate_key(&default_data_dir(dir.data_dir), overlap_ms)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                eprintln!(
+                    "hub key rotated from {} to {}; nodes pinned to the old key follow until {} ({} waiting message(s) sealed again); start the hub again",
+                    r.previous,
+                    r.fingerprint,
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.until_ms)
+                    ),
+                    r.resealed
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -11,6 +11,8 @@ pub fn init(data_dir: &Path, name: &str, force: bool) -> Result<ExitCode> {
         name: name.into(),
         hub_url: None,
         hub_key: None,
+        hub_key_previous: None,
+        hub_key_previous_until_ms: None,
         proxy: None,
         keepalive_min: None,
     };

@@ -56,6 +56,8 @@ pub async fn join(
         name: name.clone(),
         hub_url: None,
         hub_key: None,
+        hub_key_previous: None,
+        hub_key_previous_until_ms: None,
         proxy: proxy.map(str::to_string),
         keepalive_min: existing.as_ref().and_then(|f| f.keepalive_min.clone()),
     };

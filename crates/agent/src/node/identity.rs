@@ -17,8 +17,15 @@ pub struct NodeFile {
     pub name: String,
     /// The hub, `https://host:port`.
     pub hub_url: Option<String>,
-    /// The hub's key (base64), pinned at join.
+    /// The hub's key (base64), pinned at join (and again when the hub rotated its key).
     pub hub_key: Option<String>,
+    /// The hub's key before it rotated it (base64): what it signed is still trusted until
+    /// `hub_key_previous_until_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_key_previous: Option<String>,
+    /// The end of the hub's rotation overlap, ms since the epoch (hub time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_key_previous_until_ms: Option<u64>,
     /// An HTTP(S) CONNECT proxy to reach the hub through (`http://host:port`).
     pub proxy: Option<String>,
     /// The shortest (and first) keepalive interval, e.g. "20s" for a NAT that forgets idle
@@ -47,6 +54,8 @@ pub struct Identity {
     pub file: NodeFile,
     /// The pinned hub key.
     pub hub_key: PublicKey,
+    /// The hub's previous key and the end of its overlap, during a hub key rotation.
+    pub hub_key_previous: Option<(PublicKey, u64)>,
     /// The hub URL.
     pub hub_url: String,
 }
@@ -152,10 +161,18 @@ pub fn load(data_dir: &Path) -> Result<Option<(Identity, KeyPair)>> {
         return Ok(None);
     };
     let hub_key = PublicKey::from_base64(&hub).context("node.toml: hub_key is not a key")?;
+    let hub_key_previous = match (&file.hub_key_previous, file.hub_key_previous_until_ms) {
+        (Some(k), Some(until)) => Some((
+            PublicKey::from_base64(k).context("node.toml: hub_key_previous is not a key")?,
+            until,
+        )),
+        _ => None,
+    };
     Ok(Some((
         Identity {
             file,
             hub_key,
+            hub_key_previous,
             hub_url: url,
         },
         load_key(data_dir)?,
@@ -250,6 +267,8 @@ pub fn forget_hub(data_dir: &Path) -> Result<()> {
     if let Some(mut file) = load_file(data_dir)? {
         file.hub_url = None;
         file.hub_key = None;
+        file.hub_key_previous = None;
+        file.hub_key_previous_until_ms = None;
         save(data_dir, &file)?;
     }
     for key in [paths(data_dir).1, next_path(data_dir)] {

@@ -15,6 +15,7 @@
 
 pub mod enrol;
 pub mod forward;
+pub mod hub_key;
 pub mod identity;
 pub mod keepalive;
 pub mod lanes;
@@ -54,7 +55,11 @@ pub struct Node {
     pub(crate) writer: Writer,
     /// What this node sends as; replaced when its key is rotated ([`rotate`]).
     pub(crate) own: std::sync::RwLock<Arc<Own>>,
-    pub(crate) policy: Policy,
+    /// The policy file as parsed (the hub's keys are added in `hub`).
+    pub(crate) policy_file: Policy,
+    /// The hub keys trusted, and the policy naming them; replaced when the hub rotates
+    /// its key ([`hub_key`]).
+    pub(crate) hub: std::sync::RwLock<hub_key::HubTrust>,
     pub(crate) ctx: Arc<methods::Ctx>,
     pub(crate) out_wake: Notify,
     pub(crate) clock: Mutex<HubClock>,
@@ -156,8 +161,15 @@ impl Node {
             Ok(text) => Policy::parse(&text).with_context(|| format!("{}", ppath.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Policy::default(),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", ppath.display())),
-        }
-        .with_key("hub", ident.hub_key);
+        };
+        let keys = hub_key::HubKeys {
+            current: ident.hub_key,
+            previous: ident.hub_key_previous,
+        };
+        let hub = hub_key::HubTrust {
+            policy: Arc::new(keys.policy(&policy)),
+            keys,
+        };
         let path = data_dir.join("delivery.db");
         let mut store = reeve_delivery::store::DeliveryStore::open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
@@ -197,7 +209,8 @@ impl Node {
                 key: Arc::new(key),
                 instance,
             })),
-            policy,
+            policy_file: policy,
+            hub: std::sync::RwLock::new(hub),
             ctx,
             out_wake: Notify::new(),
             clock: Mutex::new(HubClock::new(floor)),
@@ -256,8 +269,8 @@ impl Node {
         bytes: &[u8],
         now_ms: u64,
     ) -> Result<reeve_delivery::envelope::Opened, reeve_delivery::envelope::EnvelopeError> {
-        let hub = self.ident.hub_key;
-        let owners = move |k: &PublicKey| *k == hub;
+        let (hub, now) = (self.hub_keys(), self.now());
+        let owners = move |k: &PublicKey| hub.accepts(k, now);
         // Any authorizer is stored and acknowledged (the hub sequenced it); the policy
         // decides at execution, and a refusal is replied, so a stream never blocks on it.
         let signers = |_: &PublicKey| true;
@@ -396,7 +409,11 @@ impl Node {
     }
 
     async fn audit(&self, req: &Request, signer: &PublicKey, outcome: &str, detail: Value) {
-        let who = self.policy.name_of(signer).unwrap_or("unknown").to_string();
+        let who = self
+            .policy()
+            .name_of(signer)
+            .unwrap_or("unknown")
+            .to_string();
         // The hub signs dashboard actions for an operator: name both.
         let actor = match &req.on_behalf_of {
             Some(op) => format!("key:{who} for {op}"),
@@ -463,7 +480,7 @@ impl Node {
         // method, never answered.
         if request.in_reply_to.is_some()
             && replies::is_reply_method(&request.method)
-            && authorizer == self.ident.hub_key
+            && self.is_hub_key(&authorizer)
         {
             if let Err(e) = self.take_reply(&request).await {
                 tracing::warn!(id = %request.id, "reply not taken: {e:#}");
@@ -484,7 +501,7 @@ impl Node {
             }),
         );
         // What to reply, and what the audit trail says about it.
-        let (reply, audit) = match self.policy.decide(&request.method, &authorizer) {
+        let (reply, audit) = match self.policy().decide(&request.method, &authorizer) {
             Decision::Refuse(why) => (
                 json!({"status": "refused", "error": why}),
                 json!({"reason": why}),
@@ -543,7 +560,7 @@ impl Node {
             &self.ctx,
             request,
             &format!("key:{}", request.from),
-            *authorizer == self.ident.hub_key,
+            self.is_hub_key(authorizer),
         )
         .await
     }

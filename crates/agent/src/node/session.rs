@@ -82,7 +82,8 @@ async fn connect_and_serve(node: &Arc<Node>) -> Result<()> {
     let mut ws = transport::websocket(&id.hub_url, id.file.proxy.as_deref()).await?;
     let own = node.own();
     let key = KeyPair::from_secret_base64(&own.key.secret_base64())?;
-    let (side, mut hello) = AgentSide::start(node.name(), key, id.hub_key)?;
+    let hub_key = node.hub_key();
+    let (side, mut hello) = AgentSide::start(node.name(), key, hub_key)?;
     // A key rotation waiting for the hub goes with the Hello, signed by both keys.
     let pending = identity::pending_rotation(&node.ctx.data_dir)?
         .filter(|p| p.key.public() != own.key.public());
@@ -91,7 +92,7 @@ async fn connect_and_serve(node: &Arc<Node>) -> Result<()> {
             node.name(),
             &own.key,
             &p.key,
-            &id.hub_key,
+            &hub_key,
             p.overlap_ms,
         )?);
     }
@@ -111,6 +112,9 @@ async fn connect_and_serve(node: &Arc<Node>) -> Result<()> {
         .context("malformed verdict")?
     {
         Verdict::Welcome { node_key, .. } => {
+            if let Some(e) = &answer.repin {
+                node.repin(challenge.hub_key, e).await?;
+            }
             if let Some(p) = pending
                 && node_key == Some(p.key.public())
             {

@@ -187,3 +187,91 @@ fn a_node_key_rotates_with_an_overlap_window() {
         logged(&hub, &alice, "refused", "not enrolled").then_some(())
     });
 }
+
+/// `reeve hub rotate-key ARGS… --json` on the hub's (stopped) data directory.
+fn rotate_hub_key(hub: &Hub, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["hub", "rotate-key", "--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&hub.admin(&all)).expect("json")
+}
+
+/// The hub key `node.toml` pins.
+fn pinned(a: &crate::helper::Agent) -> String {
+    let text = std::fs::read_to_string(a.data_dir().join("node.toml")).expect("node.toml");
+    text.lines()
+        .find_map(|l| l.strip_prefix("hub_key = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("no hub_key in {text}"))
+        .to_string()
+}
+
+#[test]
+fn the_hub_key_rotates_and_its_nodes_follow_the_endorsement() {
+    let mut hub = Hub::start();
+    let alice = hub.operator("alice", "operator");
+    let mut a = joined(&hub, "n1", &[&alice]);
+    a.start();
+    hub.wait_online(&alice, "n1");
+    let first = pinned(&a);
+    // A request waits for the node (offline) in the hub's outbox across the rotation.
+    a.stop();
+    let r = send(
+        &hub,
+        &alice,
+        &["--to", "n1", "--no-wait", "exec", "--", "true"],
+    );
+    let waiting = r["id"].as_str().expect("id").to_string();
+
+    // The key cannot change under a running hub.
+    let busy = Command::new(reeve_bin())
+        .args(["hub", "rotate-key"])
+        .env("REEVE_HUB_DATA_DIR", hub.data_dir())
+        .bounded_output()
+        .expect("run");
+    assert!(!busy.status.success());
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("is running"));
+
+    hub.kill9();
+    let rotated = rotate_hub_key(&hub, &["--overlap", "1h"]);
+    assert_eq!(rotated["resealed"], 1, "{rotated}");
+    let second = rotated["key"].as_str().expect("key").to_string();
+    assert_ne!(second, first);
+    hub.restart();
+    a.start();
+    hub.wait_online(&alice, "n1");
+    // The node followed the endorsement, pinned the new key, and took the waiting request
+    // (sealed again under the new key) and new ones.
+    assert_eq!(pinned(&a), second);
+    let done = hub.wait_replied(&alice, &waiting);
+    assert_eq!(done["reply"]["status"], "ok", "{done}");
+    let reply = exec_true(&hub, &alice);
+    assert_eq!(reply["reply"]["status"], "ok", "{reply}");
+    assert!(
+        a.events(None)
+            .iter()
+            .any(|e| e.message.contains("the hub rotated its key")),
+        "the node's event log records the new pin"
+    );
+    let errors = hub.json(&alice, &["errors"]);
+    assert!(
+        errors
+            .as_array()
+            .is_some_and(|l| l.iter().any(|e| e["kind"] == "hub_key_rotated")),
+        "{errors}"
+    );
+
+    // Rotated again with no overlap: the endorsement is closed at once, and the node
+    // (pinned to the second key) refuses the third: it must join again.
+    hub.kill9();
+    let third = rotate_hub_key(&hub, &["--overlap", "0s"]);
+    hub.restart();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let nodes = hub.json(&alice, &["nodes"]);
+    assert!(
+        nodes
+            .as_array()
+            .is_some_and(|l| l.iter().any(|n| n["name"] == "n1" && n["online"] == false)),
+        "{nodes}"
+    );
+    assert_eq!(pinned(&a), second, "{third}");
+}
