@@ -292,11 +292,27 @@ pub fn seal(record: &Sequenced, owner: &KeyPair) -> Result<Vec<u8>, EnvelopeErro
 }
 
 /// Seals the request inside a stored envelope again, as `owner`, at position `seq` of
-/// `stream` (the authorization signature is kept). For an owner that renews its streams
-/// (restored from a backup, or its key rotated). `None` for a skip marker or bytes that hold
-/// no request.
-pub fn reseal(bytes: &[u8], stream: &StreamId, seq: u64, owner: &KeyPair) -> Option<Vec<u8>> {
-    let auth = authorization_of(bytes)?;
+/// `stream`. For an owner that renews its streams (restored from a backup, or its key
+/// rotated). The authorization signature is kept, unless `reauthorize(signer)` says the
+/// owner signed it under a key it no longer uses: then the same request bytes are signed
+/// again by `owner` (a rotated key's overlap may end before the message is delivered).
+/// `None` for a skip marker or bytes that hold no request.
+pub fn reseal(
+    bytes: &[u8],
+    stream: &StreamId,
+    seq: u64,
+    owner: &KeyPair,
+    reauthorize: &dyn Fn(&PublicKey) -> bool,
+) -> Option<Vec<u8>> {
+    let mut auth = authorization_of(bytes)?;
+    if reauthorize(&auth.signer) {
+        let body = B64.decode(&auth.body).ok()?;
+        auth = Authorized {
+            signer: owner.public(),
+            sig: B64.encode(owner.sign(AUTH_DOMAIN, &body)),
+            body: auth.body,
+        };
+    }
     let record = Sequenced {
         stream: stream.clone(),
         seq: Some(seq),

@@ -92,7 +92,10 @@ fn renew(dir: &Path, previous: &KeyPair, next: &KeyPair, until_ms: u64) -> Resul
     store
         .batch(|s| {
             let (instance, moved) = s.renew_instance(&next.public(), |stream, seq, envelope| {
-                reseal(envelope, stream, seq, next).unwrap_or_default()
+                // Operators' authorizations stay theirs; what the hub signed itself
+                // (dashboard actions) is signed again with its new key.
+                let own = previous.public();
+                reseal(envelope, stream, seq, next, &|k| *k == own).unwrap_or_default()
             })?;
             let f = fleet(s);
             for m in &moved {

@@ -70,6 +70,9 @@ pub struct Node {
     pub(crate) leave_now: Notify,
     /// Closes the link so that it connects again at once (a key rotation to present).
     pub(crate) relink: Notify,
+    /// The hub refused the current key while a rotation was pending: the next link
+    /// presents the new key.
+    pub(crate) present_next: AtomicBool,
     /// Wakes the expiry sweep at once (the hub refused something of ours as expired).
     pub(crate) expire_now: Notify,
     /// The adaptive keepalive; what it learned outlives each link.
@@ -218,6 +221,7 @@ impl Node {
             left: AtomicBool::new(false),
             leave_now: Notify::new(),
             relink: Notify::new(),
+            present_next: AtomicBool::new(false),
             keepalive: Mutex::new(keepalive_min.map_or_else(
                 keepalive::Keepalive::default,
                 keepalive::Keepalive::with_min,

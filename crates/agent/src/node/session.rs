@@ -81,13 +81,21 @@ async fn connect_and_serve(node: &Arc<Node>) -> Result<()> {
     let id = &node.ident;
     let mut ws = transport::websocket(&id.hub_url, id.file.proxy.as_deref()).await?;
     let own = node.own();
-    let key = KeyPair::from_secret_base64(&own.key.secret_base64())?;
     let hub_key = node.hub_key();
-    let (side, mut hello) = AgentSide::start(node.name(), key, hub_key)?;
-    // A key rotation waiting for the hub goes with the Hello, signed by both keys.
     let pending = identity::pending_rotation(&node.ctx.data_dir)?
         .filter(|p| p.key.public() != own.key.public());
-    if let Some(p) = &pending {
+    // After the hub refused the current key while a rotation was pending, present the new
+    // key itself: the hub recorded the rotation and the old key's overlap ended before
+    // this node heard back.
+    let present_next = node.present_next.swap(false, Ordering::Relaxed) && pending.is_some();
+    let presented = match (&pending, present_next) {
+        (Some(p), true) => &p.key,
+        _ => &*own.key,
+    };
+    let key = KeyPair::from_secret_base64(&presented.secret_base64())?;
+    let (side, mut hello) = AgentSide::start(node.name(), key, hub_key)?;
+    // Otherwise a key rotation waiting for the hub goes with the Hello, signed by both keys.
+    if let Some(p) = pending.as_ref().filter(|_| !present_next) {
         hello.rotate = Some(NodeRotation::new(
             node.name(),
             &own.key,
@@ -97,8 +105,19 @@ async fn connect_and_serve(node: &Arc<Node>) -> Result<()> {
         )?);
     }
     send_json(&mut ws, &hello).await?;
-    let challenge: Challenge =
-        serde_json::from_str(&recv_text(&mut ws).await?).context("malformed challenge")?;
+    let text = recv_text(&mut ws).await?;
+    let challenge: Challenge = match serde_json::from_str(&text) {
+        Ok(c) => c,
+        Err(e) => match serde_json::from_str::<Verdict>(&text) {
+            Ok(Verdict::Refused { reason }) => {
+                if pending.is_some() && !present_next {
+                    node.present_next.store(true, Ordering::Relaxed);
+                }
+                bail!("the hub refused this node: {reason}");
+            }
+            _ => return Err(e).context("malformed challenge"),
+        },
+    };
     let answer = side.answer(&challenge, node.now())?;
     let floor = node.clock.lock().map_or(0, |mut c| {
         c.sync(answer.hub_time_ms, super::local_ms());
@@ -116,7 +135,7 @@ async fn connect_and_serve(node: &Arc<Node>) -> Result<()> {
                 node.repin(challenge.hub_key, e).await?;
             }
             if let Some(p) = pending
-                && node_key == Some(p.key.public())
+                && (present_next || node_key == Some(p.key.public()))
             {
                 node.adopt_key(p.key).await?;
             }

@@ -274,3 +274,64 @@ fn the_priority_lane_carries_only_control_methods() {
     let opened = open_as(&w, "n1", &on_priority(&ps), 0).expect("open");
     assert_eq!(opened.stream.lane, Lane::Priority);
 }
+
+#[test]
+fn a_resealed_envelope_keeps_or_renews_its_authorization() {
+    let w = world();
+    let bytes = sealed(&w, "n1", 3, &req("n1"));
+    let next = KeyPair::generate().expect("key");
+    let renewed = StreamId {
+        owner: next.public(),
+        ..stream(&w, "n1")
+    };
+    let open_with = |bytes: &[u8], signer: PublicKey| {
+        let owner = next.public();
+        let owners = move |k: &PublicKey| *k == owner;
+        let signers = move |k: &PublicKey| *k == signer;
+        open(
+            bytes,
+            &Trust {
+                me: "n1",
+                owners: &owners,
+                signers: &signers,
+                now_ms: 1,
+            },
+        )
+    };
+    // Kept: the operator's signature over the same request, under the new owner.
+    let kept = reseal(&bytes, &renewed, 1, &next, &|_| false).expect("reseal");
+    let o = open_with(&kept, w.operator.public()).expect("opens");
+    assert_eq!((o.stream.owner, o.seq), (next.public(), Some(1)));
+    // Renewed: the same request, now authorized by the new key.
+    let again = reseal(&bytes, &renewed, 1, &next, &|k| *k == w.operator.public()).expect("reseal");
+    let o = open_with(&again, next.public()).expect("opens");
+    match (
+        o.payload,
+        open_as(&w, "n1", &bytes, 1).expect("original").payload,
+    ) {
+        (
+            Payload::Request {
+                request: a,
+                authorizer,
+            },
+            Payload::Request { request: b, .. },
+        ) => {
+            assert_eq!(a, b, "the request is unchanged");
+            assert_eq!(authorizer, next.public());
+        }
+        other => panic!("{other:?}"),
+    }
+    // A skip marker has nothing to reseal.
+    let skip = seal(
+        &Sequenced {
+            stream: stream(&w, "n1"),
+            seq: Some(4),
+            content: Content::Skip {
+                reason: "expired".into(),
+            },
+        },
+        &w.hub,
+    )
+    .expect("seal");
+    assert!(reseal(&skip, &renewed, 2, &next, &|_| true).is_none());
+}

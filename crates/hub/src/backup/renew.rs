@@ -36,7 +36,7 @@ pub fn renew_streams(dir: &Path, from: &Path) -> Result<Renewed> {
     let (instance, resealed) = store
         .batch(|s| {
             let (instance, moved) = s.renew_instance(&key.public(), |stream, seq, envelope| {
-                reseal(envelope, stream, seq, &key).unwrap_or_default()
+                reseal(envelope, stream, seq, &key, &|_| false).unwrap_or_default()
             })?;
             let f = fleet(s);
             for m in &moved {

@@ -181,11 +181,31 @@ fn a_node_key_rotates_with_an_overlap_window() {
             .expect("json");
     assert_eq!(r["state"], "rotated", "{r}");
     a.stop();
+    let third_secret = std::fs::read_to_string(a.data_dir().join("node.key")).expect("key");
     std::fs::write(a.data_dir().join("node.key"), &second_secret).expect("retired key");
     a.start();
     wait_for(T, "the retired key refused", || {
         logged(&hub, &alice, "refused", "not enrolled").then_some(())
     });
+
+    // A node that never heard the hub record its rotation (its store never moved to the
+    // new key: here, a store started afresh) and came back after the overlap: refused with
+    // its old key, it presents the pending new one and takes it.
+    a.stop();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(a.data_dir().join(format!("delivery.db{suffix}")));
+    }
+    let next = format!("secret = \"{}\"\noverlap_ms = 0\n", third_secret.trim());
+    std::fs::write(a.data_dir().join("node.key.next"), next).expect("pending rotation");
+    a.start();
+    hub.wait_online(&alice, "n1");
+    let reply = exec_true(&hub, &alice);
+    assert_eq!(reply["reply"]["status"], "ok", "{reply}");
+    assert_eq!(
+        std::fs::read_to_string(a.data_dir().join("node.key")).expect("key"),
+        third_secret
+    );
+    assert!(!a.data_dir().join("node.key.next").exists());
 }
 
 /// `reeve hub rotate-key ARGS… --json` on the hub's (stopped) data directory.
