@@ -44,6 +44,20 @@ pub trait Transport: Send {
     /// Sends one frame. An envelope's bytes go as they are (they are what was signed).
     fn send(&mut self, frame: Frame) -> impl Future<Output = Result<(), TransportError>> + Send;
 
+    /// Sends several frames in order, written out together where the transport can (one
+    /// flush, so a window of envelopes costs one write instead of one each).
+    fn send_all(
+        &mut self,
+        frames: Vec<Frame>,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        async move {
+            for f in frames {
+                self.send(f).await?;
+            }
+            Ok(())
+        }
+    }
+
     /// Asks the peer to show it is there; its answer arrives as [`Incoming::Alive`],
     /// carrying `token` back (the hub tells two connections with one key apart this way).
     fn probe(&mut self, token: u64) -> impl Future<Output = Result<(), TransportError>> + Send;
@@ -51,6 +65,35 @@ pub trait Transport: Send {
     /// The next arrival. Cancel-safe: dropped before it finished, nothing is lost (links
     /// wait on it in a `select!`).
     fn recv(&mut self) -> impl Future<Output = Result<Incoming, TransportError>> + Send;
+}
+
+/// Writes `frames` into `sink` in order, converted by `message`, then flushes once; the
+/// whole at most `timeout` (a peer that stopped reading must not hang the link). For
+/// WebSocket transports, whatever their library.
+pub async fn feed_all<S, M>(
+    sink: &mut S,
+    frames: Vec<Frame>,
+    message: impl Fn(WireFrame) -> M,
+    timeout: std::time::Duration,
+) -> Result<(), TransportError>
+where
+    S: futures_util::Sink<M> + Unpin,
+    S::Error: std::fmt::Display,
+{
+    use futures_util::SinkExt;
+    let write = async {
+        for frame in frames {
+            sink.feed(message(WireFrame::of(frame)?))
+                .await
+                .map_err(|e| TransportError::Io(format!("send: {e}")))?;
+        }
+        sink.flush()
+            .await
+            .map_err(|e| TransportError::Io(format!("send: {e}")))
+    };
+    tokio::time::timeout(timeout, write)
+        .await
+        .map_err(|_| TransportError::Stalled)?
 }
 
 /// A frame as a WebSocket carries it: envelopes binary, everything else JSON text.

@@ -278,13 +278,19 @@ impl SimNode {
                         o.on_reconnect();
                         o
                     });
+                    // Written out together, one flush (as the agent's link does).
+                    let mut fed = false;
                     for f in o.poll(wall_ms()).await? {
                         if let Frame::Envelope { bytes } = f {
-                            ws.send(Message::Binary(bytes.into()))
+                            ws.feed(Message::Binary(bytes.into()))
                                 .await
                                 .context("send")?;
-                            last_sent = Instant::now();
+                            fed = true;
                         }
+                    }
+                    if fed {
+                        ws.flush().await.context("send")?;
+                        last_sent = Instant::now();
                     }
                 }
                 push = false;
@@ -327,8 +333,11 @@ impl SimNode {
                 }
                 done = arrivals.finished() => {
                     for ack in acks_for(done)? {
-                        send_json(ws, &ack).await?;
+                        ws.feed(Message::Text(serde_json::to_string(&ack)?.into()))
+                            .await
+                            .context("send")?;
                     }
+                    ws.flush().await.context("send")?;
                     last_sent = Instant::now();
                 }
                 _ = self.out_wake.notified() => push = true,

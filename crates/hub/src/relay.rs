@@ -318,10 +318,10 @@ async fn session(
     let mut arrivals: Pipeline<Arrival> = Pipeline::new();
     loop {
         if push {
-            for f in out.poll(now_ms()).await? {
-                link.send(f).await?;
-                hub.metrics.frame_out();
-            }
+            let frames = out.poll(now_ms()).await?;
+            let n = frames.len();
+            link.send_all(frames).await?;
+            (0..n).for_each(|_| hub.metrics.frame_out());
             push = false;
         }
         tokio::select! {
@@ -362,10 +362,10 @@ async fn session(
                 }
             }
             done = arrivals.finished() => {
-                for ack in acks_for(done)? {
-                    link.send(ack).await?;
-                    hub.metrics.frame_out();
-                }
+                let acks = acks_for(done)?;
+                let n = acks.len();
+                link.send_all(acks).await?;
+                (0..n).for_each(|_| hub.metrics.frame_out());
             }
             _ = live.wake.notified() => push = true,
             _ = live.probe.notified() => {

@@ -172,8 +172,9 @@ async fn serve(node: &Arc<Node>, link: &mut impl Transport) -> Result<()> {
     keepalive(&mut |k| k.on_connect());
     loop {
         if push {
-            for f in out.poll(super::local_ms()).await? {
-                link.send(f).await?;
+            let frames = out.poll(super::local_ms()).await?;
+            if !frames.is_empty() {
+                link.send_all(frames).await?;
                 last_sent = Instant::now();
             }
             push = false;
@@ -208,9 +209,7 @@ async fn serve(node: &Arc<Node>, link: &mut impl Transport) -> Result<()> {
                 }
             }
             done = arrivals.finished() => {
-                for ack in acks_for(done)? {
-                    link.send(ack).await?;
-                }
+                link.send_all(acks_for(done)?).await?;
                 last_sent = Instant::now();
             }
             _ = node.out_wake.notified() => push = true,

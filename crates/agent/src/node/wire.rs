@@ -6,7 +6,7 @@ use super::transport::{MAX_FRAME, Ws};
 use futures_util::{SinkExt, StreamExt};
 use reeve_delivery::link::Frame;
 use reeve_delivery::transport::{
-    Incoming, Transport, TransportError, WireFrame, binary_in, text_in, token_of,
+    Incoming, Transport, TransportError, WireFrame, binary_in, feed_all, text_in, token_of,
 };
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
@@ -33,13 +33,21 @@ impl<'a> WsTransport<'a> {
     }
 }
 
+/// How a frame travels as a WebSocket message.
+fn message(w: WireFrame) -> Message {
+    match w {
+        WireFrame::Binary(b) => Message::Binary(b.into()),
+        WireFrame::Text(t) => Message::Text(t.into()),
+    }
+}
+
 impl Transport for WsTransport<'_> {
     async fn send(&mut self, frame: Frame) -> Result<(), TransportError> {
-        let m = match WireFrame::of(frame)? {
-            WireFrame::Binary(b) => Message::Binary(b.into()),
-            WireFrame::Text(t) => Message::Text(t.into()),
-        };
-        self.send_message(m).await
+        self.send_message(message(WireFrame::of(frame)?)).await
+    }
+
+    async fn send_all(&mut self, frames: Vec<Frame>) -> Result<(), TransportError> {
+        feed_all(self.ws, frames, message, SEND_TIMEOUT).await
     }
 
     async fn probe(&mut self, token: u64) -> Result<(), TransportError> {
