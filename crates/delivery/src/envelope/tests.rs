@@ -335,3 +335,51 @@ fn a_resealed_envelope_keeps_or_renews_its_authorization() {
     .expect("seal");
     assert!(reseal(&skip, &renewed, 2, &next, &|_| true).is_none());
 }
+
+#[test]
+fn an_owners_own_request_is_covered_by_its_sequencing_signature_unless_forwarded() {
+    let node = KeyPair::generate().expect("key");
+    let node_pub = node.public();
+    let sealed_by_node = |to: &str, garble: bool| {
+        let mut auth = authorize(
+            &Request::new("n1", to, "console", serde_json::json!({}), 10),
+            &node,
+        )
+        .expect("authorize");
+        if garble {
+            auth.sig = B64.encode([7u8; 64]);
+        }
+        seal(
+            &Sequenced {
+                stream: StreamId::new(node.public(), "n1-i", HUB, Default::default()),
+                seq: Some(1),
+                content: Content::Request { auth },
+            },
+            &node,
+        )
+        .expect("seal")
+    };
+    let at_hub = |bytes: &[u8]| {
+        let keys = move |k: &PublicKey| *k == node_pub;
+        open(
+            bytes,
+            &Trust {
+                me: HUB,
+                owners: &keys,
+                signers: &keys,
+                now_ms: 1,
+            },
+        )
+    };
+    // To the hub itself: the node's sequencing signature over the request is enough (and
+    // a bad authorization signature inside changes nothing the hub relies on).
+    assert!(at_hub(&sealed_by_node(HUB, false)).is_ok());
+    assert!(at_hub(&sealed_by_node(HUB, true)).is_ok());
+    // To be forwarded to another node: its target judges the authorization alone, so the
+    // hub checks it too.
+    assert!(at_hub(&sealed_by_node("n2", false)).is_ok());
+    assert_eq!(
+        at_hub(&sealed_by_node("n2", true)),
+        Err(EnvelopeError::BadAuthorizationSignature)
+    );
+}

@@ -259,11 +259,11 @@ fn the_hub_key_rotates_and_its_nodes_follow_the_endorsement() {
     hub.restart();
     a.start();
     hub.wait_online(&alice, "n1");
-    // The node followed the endorsement, pinned the new key, and took the waiting request
-    // (sealed again under the new key) and new ones.
-    assert_eq!(pinned(&a), second);
+    // The node followed the endorsement, took the waiting request (sealed again under the
+    // new key) and new ones, and pinned the new key (before its link served anything).
     let done = hub.wait_replied(&alice, &waiting);
     assert_eq!(done["reply"]["status"], "ok", "{done}");
+    assert_eq!(pinned(&a), second);
     let reply = exec_true(&hub, &alice);
     assert_eq!(reply["reply"]["status"], "ok", "{reply}");
     assert!(
