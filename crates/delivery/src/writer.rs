@@ -60,7 +60,24 @@ pub enum WriterError {
 impl Writer {
     /// Opens the store and starts the writer thread.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, None)
+    }
+
+    /// [`Writer::open`] with a page cache of `cache_kib` KiB for the writer's connection
+    /// (None: SQLite's default, 2 MiB). A hub keeps its outbox, inbox and message records
+    /// in the cache instead of reading their pages back from the kernel at every commit;
+    /// an agent keeps the default (its memory counts).
+    pub fn open_with_cache(path: &Path, cache_kib: Option<u32>) -> Result<Self, StoreError> {
         let store = DeliveryStore::open(path)?;
+        if let Some(kib) = cache_kib {
+            store
+                .conn()
+                .pragma_update(None, "cache_size", -i64::from(kib))
+                .map_err(|source| StoreError::Sql {
+                    what: "set the page cache",
+                    source,
+                })?;
+        }
         let (tx, rx) = std_mpsc::channel();
         std::thread::Builder::new()
             .name("reeve-delivery".into())

@@ -107,6 +107,11 @@ pub fn db_path(dir: &Path) -> PathBuf {
     dir.join("hub.db")
 }
 
+/// The page cache of the hub's writer connection, in KiB (SQLite's default is 2 MiB; with
+/// tens of thousands of messages in flight the writer thread, the hub's bottleneck, read
+/// pages back from the kernel at every commit).
+const WRITER_CACHE_KIB: u32 = 64 * 1024;
+
 /// How long a message lives by default before it is dead-lettered (30 days).
 pub const DEFAULT_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
 
@@ -122,8 +127,8 @@ impl Hub {
         db::migrate(store.conn())?;
         let instance = store.instance().context("cannot read the hub's instance")?;
         drop(store);
-        let writer =
-            Writer::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        let writer = Writer::open_with_cache(&path, Some(WRITER_CACHE_KIB))
+            .with_context(|| format!("cannot open {}", path.display()))?;
         let read =
             Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
         read.busy_timeout(std::time::Duration::from_secs(10))?;
