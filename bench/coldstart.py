@@ -8,7 +8,7 @@ Uses bench/harness.py's reeve set-up and timing (launch -> the latest service's 
 CLOCK_MONOTONIC at the top of main), then, per launch, the CPU time each process had
 used once all services ran (/proc/PID/schedstat, nanoseconds): the agent, the buddies
 summed, the services summed. With --smaps, after the last launch it waits 5 s and prints
-the agent's RSS by mapping (largest first). Kills only what it started (its descendants,
+the buddies' mean PSS and the agent's RSS by mapping (largest first). Kills only what it started (its descendants,
 by pid), like the harness.
 """
 
@@ -110,6 +110,9 @@ def main():
                   flush=True)
             if rep == args.reps - 1 and args.smaps:
                 time.sleep(5)
+                bp = [H.mem_kb(p)[0] for p in sup if p != proc.pid]
+                if bp:
+                    print("buddies: %d, PSS mean %.1f kB" % (len(bp), statistics.fmean(bp)))
                 m = smaps(proc.pid)
                 print("agent RSS %d kB, PSS %d kB" % (sum(r for r, _, _ in m), sum(p for _, p, _ in m)))
                 for r, p, name in m[:25]:

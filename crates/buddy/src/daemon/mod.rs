@@ -225,10 +225,11 @@ fn read_spec() -> Result<BuddySpec, String> {
 /// Reads the spec from stdin, to EOF (at most [`reeve_proto::buddy::MAX_FRAME`] bytes).
 fn read_spec_stdin() -> Result<BuddySpec, String> {
     let mut data = Vec::new();
-    std::io::stdin()
-        .lock()
-        .take(reeve_proto::buddy::MAX_FRAME as u64 + 1)
-        .read_to_end(&mut data)
+    sys::dup_stdin()
+        .and_then(|f| {
+            f.take(reeve_proto::buddy::MAX_FRAME as u64 + 1)
+                .read_to_end(&mut data)
+        })
         .map_err(|e| format!("read the spec from stdin: {e}"))?;
     if data.len() > reeve_proto::buddy::MAX_FRAME {
         return Err("the spec on stdin is too large".into());
