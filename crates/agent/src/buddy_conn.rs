@@ -7,6 +7,7 @@ use reeve_proto::buddy::{
     BuddySpec, BuddyStatus, Frame, JournalEntry, MAX_FRAME, Op, PROTOCOL_VERSION, Reply, Request,
     files,
 };
+use std::io::Write;
 use std::path::Path;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -140,12 +141,13 @@ async fn read_frame<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<Opt
     Ok(Some(frame))
 }
 
-/// Writes the spec and starts a buddy for `run_dir`, returning once its socket accepts
+/// Starts a buddy for `run_dir` with `spec`, returning once its socket accepts
 /// connections. `start` says whether it starts the service at once.
 ///
 /// The buddy detaches without forking (`--detach`: its own session, readiness reported on
-/// its stdout), so starting a service costs one process creation, not two. It is the
-/// agent's child only until the agent exits; tokio reaps it if it ends first.
+/// its stdout), so starting a service costs one process creation, not two. It gets its
+/// spec on stdin (`--spec-stdin`), so no spec file is created per start. It is the agent's
+/// child only until the agent exits; tokio reaps it if it ends first.
 pub async fn spawn_buddy(
     buddy_path: &Path,
     run_dir: &Path,
@@ -153,18 +155,47 @@ pub async fn spawn_buddy(
     start: bool,
 ) -> Result<()> {
     create_private_dir(run_dir)?;
-    write_spec(run_dir, spec)?;
+    let spec_json = serde_json::to_vec(spec).context("cannot encode the buddy spec")?;
+    // The spec goes into a socket pair before the spawn, written at once (not through the
+    // reactor, which would hold every buddy back until all of them are spawned): a spec
+    // of a few KB fits its buffer; the rest of a larger one follows from a blocking task.
+    let (ours, theirs) =
+        std::os::unix::net::UnixStream::pair().context("cannot create the buddy's spec pipe")?;
+    ours.set_nonblocking(true)
+        .context("cannot set up the buddy's spec pipe")?;
+    let mut sent = 0;
+    while sent < spec_json.len() {
+        match (&ours).write(&spec_json[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("cannot pass the spec to the buddy"),
+        }
+    }
     let mut cmd = tokio::process::Command::new(buddy_path);
     cmd.arg("--dir")
         .arg(run_dir)
         .arg("--detach")
         .arg(if start { "--start" } else { "--no-start" })
-        .stdin(std::process::Stdio::null())
+        .arg("--spec-stdin")
+        .stdin(std::os::fd::OwnedFd::from(theirs))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot run the buddy {}", buddy_path.display()))?;
+    drop(cmd);
+    if sent < spec_json.len() {
+        // A failed write shows as a failed start (the buddy cannot parse its spec).
+        tokio::task::spawn_blocking(move || {
+            if ours.set_nonblocking(false).is_ok() {
+                let _ = (&ours).write_all(&spec_json[sent..]);
+            }
+        });
+    } else {
+        // Closing our end is the buddy's EOF.
+        drop(ours);
+    }
     let mut answer = Vec::new();
     if let Some(mut out) = child.stdout.take() {
         // Bounded: the buddy writes one byte or a short error, then closes.
@@ -201,15 +232,6 @@ pub async fn spawn_buddy(
         },
         if why.is_empty() { "no message" } else { &why }
     )
-}
-
-/// Writes `spec.json` atomically.
-pub fn write_spec(run_dir: &Path, spec: &BuddySpec) -> Result<()> {
-    let tmp = run_dir.join(format!("{}.tmp", files::SPEC));
-    let bytes = serde_json::to_vec_pretty(spec).context("cannot encode the buddy spec")?;
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, run_dir.join(files::SPEC))
-        .with_context(|| format!("cannot install {}", run_dir.join(files::SPEC).display()))
 }
 
 /// Creates a directory (and parents) readable only by the agent's user.

@@ -330,8 +330,16 @@ impl Actor {
                     return;
                 }
             }
-        } else if let Ok(status) = self.connect().await {
+        } else if self
+            .cfg
+            .run_dir(self.name())
+            .join(reeve_proto::buddy::files::SOCKET)
+            .exists()
+            && let Ok(status) = self.connect().await
+        {
             // A buddy spawned just before an agent crash, before its record was stored.
+            // (Checked for first: a new service has no socket, and a failed connect costs
+            // an error with a backtrace when RUST_BACKTRACE is set.)
             self.adopt(&status);
             self.reconcile(&status).await;
             self.save_record().await;

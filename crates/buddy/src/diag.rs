@@ -1,5 +1,7 @@
 //! The buddy's own diagnostics: timestamped lines in `RUN_DIR/buddy.log` (rotated once to
-//! `buddy.log.1` past 1 MiB), echoed to stderr in the foreground.
+//! `buddy.log.1` past 1 MiB), echoed to stderr in the foreground. The file is created at
+//! the first line, so a buddy with nothing to say creates no file (inode creation is a
+//! good part of a buddy's start-up cost).
 
 use crate::logs::{format_ts, now_ms};
 use std::fs::{File, OpenOptions};
@@ -11,29 +13,41 @@ const MAX_SIZE: u64 = 1 << 20;
 /// The diagnostics sink.
 pub struct Diag {
     path: PathBuf,
+    /// Opened at the first line.
     file: Option<File>,
+    opened: bool,
     size: u64,
     echo: bool,
 }
 
 impl Diag {
-    /// Opens `path` for appending (failures are tolerated: diagnostics are best effort).
+    /// Diagnostics appended to `path`, opened at the first line (failures are tolerated:
+    /// diagnostics are best effort).
     pub fn open(path: PathBuf, echo: bool) -> Self {
-        let file = OpenOptions::new()
+        Diag {
+            path,
+            file: None,
+            opened: false,
+            size: 0,
+            echo,
+        }
+    }
+
+    fn ensure_open(&mut self) {
+        if self.opened {
+            return;
+        }
+        self.opened = true;
+        self.file = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&path)
+            .open(&self.path)
             .ok();
-        let size = file
+        self.size = self
+            .file
             .as_ref()
             .and_then(|f| f.metadata().ok())
             .map_or(0, |m| m.len());
-        Diag {
-            path,
-            file,
-            size,
-            echo,
-        }
     }
 
     /// Writes one line.
@@ -46,6 +60,7 @@ impl Diag {
         if self.echo {
             let _ = std::io::stderr().write_all(&line);
         }
+        self.ensure_open();
         if self.size + line.len() as u64 > MAX_SIZE {
             let _ = std::fs::rename(&self.path, self.path.with_extension("log.1"));
             self.file = OpenOptions::new()

@@ -1,6 +1,10 @@
 //! `reeve-buddy`: the per-service monitor (DESIGN §2.3).
 //!
-//! `reeve-buddy --dir RUN_DIR [--foreground|--detach] [--start|--no-start] [--resume]`
+//! `reeve-buddy --dir RUN_DIR [--foreground|--detach] [--start|--no-start] [--spec-stdin]
+//! [--resume]`
+//!
+//! `--spec-stdin`: the spec comes on stdin (read to EOF) instead of from `RUN_DIR/spec.json`
+//! (what the agent does: no spec file to create per start).
 //!
 //! `--resume` is what a buddy re-executes itself with (`Op::Reexec`, see
 //! `daemon/reexec.rs`): it takes over from the previous program of the same process.
@@ -42,7 +46,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: reeve-buddy --dir RUN_DIR [--foreground|--detach] [--start|--no-start] [--resume]
+    "usage: reeve-buddy --dir RUN_DIR [--foreground|--detach] [--start|--no-start] [--spec-stdin]
+                   [--resume]
        reeve-buddy launch --home DIR -- PROGRAM [ARGS...]
        reeve-buddy --version
 
@@ -88,6 +93,7 @@ fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Cmd, String> {
     let mut detach = false;
     let mut start = true;
     let mut resume = false;
+    let mut spec_stdin = false;
     while let Some(a) = args.next() {
         match a.to_str() {
             Some("--version" | "-V") => return Ok(Cmd::Version),
@@ -97,6 +103,7 @@ fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Cmd, String> {
             Some("--start") => start = true,
             Some("--no-start") => start = false,
             Some("--resume") => resume = true,
+            Some("--spec-stdin") => spec_stdin = true,
             Some("--dir") => {
                 dir = Some(PathBuf::from(args.next().ok_or("--dir needs a value")?));
             }
@@ -114,6 +121,7 @@ fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Cmd, String> {
         detach,
         start,
         resume,
+        spec_stdin,
     }))
 }
 

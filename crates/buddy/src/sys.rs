@@ -229,6 +229,16 @@ pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flag) }).map(|_| ())
 }
 
+/// A close-on-exec duplicate of stdin, to read it without std's `Stdin`, whose 8 KiB buffer
+/// would stay allocated (and resident) for the buddy's lifetime.
+pub fn dup_stdin() -> io::Result<std::fs::File> {
+    // SAFETY: F_DUPFD_CLOEXEC on descriptor 0 has no memory effects; it fails (checked by
+    // `cvt`) if 0 is not open.
+    let fd = cvt(unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) })?;
+    // SAFETY: `fd` was just returned by fcntl, so it is open and owned by nobody else.
+    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
 /// Takes ownership of descriptor `fd` inherited across an exec (a re-executed buddy's
 /// handoff); `None` if it is not open. Marks it close-on-exec again.
 pub fn adopt_fd(fd: RawFd) -> Option<OwnedFd> {

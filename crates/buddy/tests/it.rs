@@ -751,3 +751,58 @@ fn the_service_gets_a_clean_session_env_rlimits_and_signals() {
         .collect();
     assert_eq!(fds.len(), 3, "{fds:?}");
 }
+
+#[test]
+fn a_buddy_given_its_spec_on_stdin_creates_only_its_journal_and_socket() {
+    use std::io::{Read, Write};
+    let dir = tempfile::Builder::new()
+        .prefix("bd")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let spec = spec(dir.path(), "exec sleep 100");
+    // As the agent starts it: detached, spec on stdin, readiness on stdout.
+    let mut child = Command::new(BIN)
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--detach", "--start", "--spec-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run buddy");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(&serde_json::to_vec(&spec).expect("spec json"))
+        .expect("write spec");
+    drop(stdin);
+    let mut ready = Vec::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_end(&mut ready)
+        .expect("read readiness");
+    assert_eq!(ready, [0], "{}", String::from_utf8_lossy(&ready));
+    let b = Buddy {
+        pid: read_pid(dir.path()),
+        dir,
+    };
+    let (mut c, st) = b.attach();
+    assert_eq!(st.buddy_pid, b.pid);
+    assert_eq!(c.status().state, ProcState::Running);
+    let mut names: Vec<String> = std::fs::read_dir(b.path())
+        .expect("run dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, [files::SOCKET, files::JOURNAL]);
+    // A second buddy on the same directory is refused by the directory lock.
+    let out = Command::new(BIN)
+        .arg("--dir")
+        .arg(b.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already owns"));
+    // `b` kills the buddy (the test's child: reaped when the test process exits).
+    drop(child);
+}

@@ -29,7 +29,7 @@ use reeve_proto::buddy::{
     BuddyEvent, BuddySpec, BuddyStatus, ExitStatus, Frame, ProcState, Reply, files,
 };
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
@@ -39,8 +39,10 @@ use std::time::{Duration, Instant};
 /// The buddy's version string.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The lock file held for the buddy's lifetime.
-pub const LOCK: &str = "buddy.lock";
+/// The lock file older buddies held for their lifetime. A buddy now locks its run
+/// directory itself (no file to create at start-up); when this file exists (a directory an
+/// older buddy used) it is locked too, so the two kinds still exclude each other.
+pub const LEGACY_LOCK: &str = "buddy.lock";
 
 /// How the buddy was started.
 pub struct Options {
@@ -54,6 +56,10 @@ pub struct Options {
     pub start: bool,
     /// Take over from a buddy that re-executed into this program (`handoff.json`).
     pub resume: bool,
+    /// Read the spec from stdin (to EOF) instead of `spec.json`; the agent passes it this
+    /// way, so starting a buddy creates no spec file. It is written to `spec.json` only
+    /// when it changes (`SetSpec`) or before a re-exec (the next program reads it there).
+    pub spec_stdin: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -116,6 +122,11 @@ pub struct Buddy {
     plan: Option<Plan>,
     /// A re-exec asked for, carried out once its answer is sent.
     pending_exec: Option<String>,
+    /// A controller said hello to this program before.
+    attached_once: bool,
+    /// This program was started fresh (not resumed after a re-exec, where even the first
+    /// attach is worth a line in buddy.log).
+    fresh: bool,
 }
 
 fn ms(d: u64) -> Duration {
@@ -134,33 +145,55 @@ struct Parts {
     lock: File,
 }
 
-/// Takes the run-directory lock or explains who holds it.
+/// Takes the run-directory lock (an exclusive `flock` on the directory, the current
+/// directory) or explains who holds it. Returns the descriptor to keep for the buddy's
+/// lifetime.
 fn lock(dir: &std::path::Path) -> Result<File, String> {
-    let mut f = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(LOCK)
-        .map_err(|e| format!("open {}/{LOCK}: {e}", dir.display()))?;
-    match f.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut pid = String::new();
-            let _ = f.read_to_string(&mut pid);
-            return Err(format!(
-                "another buddy (pid {}) already owns {}",
-                pid.trim(),
-                dir.display()
-            ));
+    let f = File::open(".").map_err(|e| format!("open {}: {e}", dir.display()))?;
+    try_lock(&f, dir)?;
+    // A directory an older buddy used: its lock file is what that buddy holds.
+    match File::options().read(true).write(true).open(LEGACY_LOCK) {
+        Ok(legacy) => {
+            // Nobody holds it, so no older buddy runs here. (It is released again when
+            // `legacy` is closed; an older buddy is not started beside a live one.)
+            try_lock(&legacy, dir)?;
         }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(format!("lock {}/{LOCK}: {e}", dir.display()));
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("open {}/{LEGACY_LOCK}: {e}", dir.display())),
     }
-    let _ = f.set_len(0);
-    let _ = writeln!(f, "{}", std::process::id());
     Ok(f)
+}
+
+fn try_lock(f: &File, dir: &std::path::Path) -> Result<(), String> {
+    match f.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "another buddy{} already owns {}",
+            owner_pid().map_or(String::new(), |p| format!(" (pid {p})")),
+            dir.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("lock {}: {e}", dir.display())),
+    }
+}
+
+/// The pid of the buddy that holds the run directory, for the refusal's message: the
+/// last `BuddyStarted` in the journal (or, in a directory of an older buddy, its lock file).
+fn owner_pid() -> Option<u32> {
+    let journal = std::fs::read(files::JOURNAL).unwrap_or_default();
+    let from_journal = journal.split(|&b| b == b'\n').rev().find_map(|l| {
+        match serde_json::from_slice::<reeve_proto::buddy::JournalEntry>(l)
+            .ok()?
+            .kind
+        {
+            BuddyEvent::BuddyStarted { buddy_pid, .. } => Some(buddy_pid),
+            _ => None,
+        }
+    });
+    from_journal.or_else(|| {
+        std::fs::read_to_string(LEGACY_LOCK)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    })
 }
 
 /// Points fds 0–2 at /dev/null (daemon), or only those that are closed (foreground), so
@@ -189,10 +222,31 @@ fn read_spec() -> Result<BuddySpec, String> {
     serde_json::from_slice(&data).map_err(|e| format!("parse {}: {e}", files::SPEC))
 }
 
-/// What a fresh and a resumed buddy open alike: the spec, the signalfd, the journal and
-/// /dev/null.
-fn open_common(diag: &mut Diag) -> Result<(BuddySpec, OwnedFd, Journal, File), String> {
-    let spec = read_spec()?;
+/// Reads the spec from stdin, to EOF (at most [`reeve_proto::buddy::MAX_FRAME`] bytes).
+fn read_spec_stdin() -> Result<BuddySpec, String> {
+    let mut data = Vec::new();
+    sys::dup_stdin()
+        .and_then(|f| {
+            f.take(reeve_proto::buddy::MAX_FRAME as u64 + 1)
+                .read_to_end(&mut data)
+        })
+        .map_err(|e| format!("read the spec from stdin: {e}"))?;
+    if data.len() > reeve_proto::buddy::MAX_FRAME {
+        return Err("the spec on stdin is too large".into());
+    }
+    serde_json::from_slice(&data).map_err(|e| format!("parse the spec from stdin: {e}"))
+}
+
+/// What a fresh and a resumed buddy open alike: the spec (`spec`, or else `spec.json`),
+/// the signalfd, the journal and /dev/null.
+fn open_common(
+    diag: &mut Diag,
+    spec: Option<BuddySpec>,
+) -> Result<(BuddySpec, OwnedFd, Journal, File), String> {
+    let spec = match spec {
+        Some(s) => s,
+        None => read_spec()?,
+    };
     if spec.argv.is_empty() {
         return Err(format!("{}: argv is empty", files::SPEC));
     }
@@ -211,13 +265,19 @@ fn open_common(diag: &mut Diag) -> Result<(BuddySpec, OwnedFd, Journal, File), S
 }
 
 impl Buddy {
-    /// Sets everything up in the run directory (the current directory): lock, stdio,
-    /// diagnostics, spec, signals, journal, socket; starts the service if asked.
+    /// Sets everything up in the run directory (the current directory): lock, spec, stdio,
+    /// diagnostics, signals, journal, socket; starts the service if asked.
     pub fn prepare(opts: &Options) -> Result<Buddy, String> {
         let lock = lock(&opts.dir)?;
+        // Before stdin is pointed at /dev/null.
+        let spec = if opts.spec_stdin {
+            Some(read_spec_stdin()?)
+        } else {
+            None
+        };
         fix_stdio(!opts.foreground)?;
         let mut diag = Diag::open(PathBuf::from(files::BUDDY_LOG), opts.foreground);
-        let (spec, sigfd, journal, devnull) = open_common(&mut diag)?;
+        let (spec, sigfd, journal, devnull) = open_common(&mut diag, spec)?;
         // We hold the lock, so an existing socket file is stale.
         let _ = std::fs::remove_file(files::SOCKET);
         let listener = UnixListener::bind(files::SOCKET)
@@ -237,7 +297,7 @@ impl Buddy {
             devnull,
             lock,
         });
-        b.announce("started");
+        b.announce("started", opts.foreground);
         if opts.start {
             b.start_service();
         }
@@ -276,16 +336,22 @@ impl Buddy {
             scratch: Vec::new(),
             plan: None,
             pending_exec: None,
+            attached_once: false,
+            fresh: true,
         }
     }
 
-    /// Logs and journals that this program now runs the buddy (`how`: started, resumed …).
-    fn announce(&mut self, how: &str) {
-        self.diag.log(&format!(
-            "buddy {VERSION} pid {} {how} for {:?}",
-            std::process::id(),
-            self.spec.service
-        ));
+    /// Journals that this program now runs the buddy (`how`: started, resumed …), and
+    /// says so in `buddy.log` too if `log` (a plain start is only journaled: the agent
+    /// stores it as an event, and creating the log file would cost every start-up).
+    fn announce(&mut self, how: &str, log: bool) {
+        if log {
+            self.diag.log(&format!(
+                "buddy {VERSION} pid {} {how} for {:?}",
+                std::process::id(),
+                self.spec.service
+            ));
+        }
         self.record(BuddyEvent::BuddyStarted {
             buddy_pid: std::process::id(),
             version: VERSION.to_string(),

@@ -8,7 +8,8 @@
 //! the service's state with its timers as ages, the failure counters, the drop counts. The
 //! signal mask survives too, so a SIGCHLD or SIGTERM that arrives meanwhile stays pending;
 //! and any child that exited meanwhile is still a zombie for the new program to reap.
-//! Journal, diagnostics and log files are opened again by name. The controller connection
+//! Journal, diagnostics, log files and the spec (`spec.json`, written before the exec)
+//! are opened again by name. The controller connection
 //! is closed; the agent expects that and re-attaches.
 
 use super::{After, Buddy, Child, Parts, Svc, VERSION, open_common};
@@ -63,6 +64,12 @@ impl Buddy {
             self.diag.log("re-exec refused: the service is stopping");
             return;
         };
+        // The next program reads the spec from `spec.json`; a buddy given its spec on
+        // stdin has not written it yet.
+        if let Err(e) = super::requests::write_spec(&self.spec) {
+            self.diag.log(&format!("re-exec: {e}"));
+            return;
+        }
         if let Err(e) = write_handoff(&handoff) {
             self.diag
                 .log(&format!("re-exec: cannot write {}: {e}", files::HANDOFF));
@@ -162,7 +169,7 @@ impl Buddy {
             .set_nonblocking(true)
             .map_err(|e| format!("socket: {e}"))?;
         let mut diag = Diag::open(PathBuf::from(files::BUDDY_LOG), opts.foreground);
-        let (spec, sigfd, journal, devnull) = open_common(&mut diag)?;
+        let (spec, sigfd, journal, devnull) = open_common(&mut diag, None)?;
         let mut output = Output::new(&spec);
         for (fd, marker) in &h.streams {
             match sys::adopt_fd(*fd) {
@@ -215,7 +222,8 @@ impl Buddy {
         b.since_ms = h.since_ms;
         b.output.dropped_total = h.dropped_total;
         b.output.dropped_unreported = h.dropped_unreported;
-        b.announce("resumed after a re-exec");
+        b.fresh = false;
+        b.announce("resumed after a re-exec", true);
         // Whatever exited during the exec is a zombie waiting for us.
         while let Some((pid, raw)) = sys::reap_any() {
             b.on_reaped(pid, raw);

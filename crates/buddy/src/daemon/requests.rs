@@ -126,9 +126,14 @@ impl Buddy {
                 format!("controller protocol {protocol} is older than {PROTOCOL_VERSION}");
             return self.reply(id, Reply::Error { message });
         }
-        self.diag.log(&format!(
-            "controller {controller:?} attached (protocol {protocol}, after seq {after_seq})"
-        ));
+        // The first controller of a fresh buddy is its spawner and not worth a line (nor
+        // the creation of buddy.log at every start); a later one is (see `detach`).
+        if self.attached_once || !self.fresh {
+            self.diag.log(&format!(
+                "controller {controller:?} attached (protocol {protocol}, after seq {after_seq})"
+            ));
+        }
+        self.attached_once = true;
         if let Some(c) = self.conn.as_mut() {
             c.hello = true;
         }
@@ -207,7 +212,7 @@ fn refuse(mut stream: UnixStream) {
 }
 
 /// Writes the spec atomically: temp file, fsync, rename, directory fsync.
-fn write_spec(spec: &BuddySpec) -> Result<(), String> {
+pub(super) fn write_spec(spec: &BuddySpec) -> Result<(), String> {
     let data = serde_json::to_vec_pretty(spec).map_err(|e| format!("serialize spec: {e}"))?;
     let tmp = format!("{}.tmp", files::SPEC);
     let res = (|| -> io::Result<()> {

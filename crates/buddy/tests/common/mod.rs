@@ -136,12 +136,16 @@ pub fn write_spec(dir: &Path, spec: &BuddySpec) {
     .expect("write spec");
 }
 
+/// The pid of the buddy that started last in `dir` (its `BuddyStarted` journal entry).
 pub fn read_pid(dir: &Path) -> u32 {
-    std::fs::read_to_string(dir.join("buddy.lock"))
-        .expect("lock file")
-        .trim()
-        .parse()
-        .expect("pid in lock file")
+    journal_entries(dir)
+        .iter()
+        .rev()
+        .find_map(|e| match e.kind {
+            BuddyEvent::BuddyStarted { buddy_pid, .. } => Some(buddy_pid),
+            _ => None,
+        })
+        .expect("a BuddyStarted entry in the journal")
 }
 
 pub fn journal_entries(dir: &Path) -> Vec<JournalEntry> {
