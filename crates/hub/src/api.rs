@@ -558,7 +558,8 @@ async fn send(
     // Check everything before accepting anything. Besides their key, a key the operator
     // rotated away from signs until its overlap window closes.
     let now = crate::now_ms();
-    for a in &b.requests {
+    let mut checked = Vec::with_capacity(b.requests.len());
+    for a in b.requests {
         let signer = a.signer.to_base64();
         let may = signer == op_key
             || hub
@@ -574,19 +575,23 @@ async fn send(
                 ),
             ));
         }
-        let r = reeve_delivery::envelope::check_authorized(a).map_err(|e| bad(e.to_string()))?;
+        let r = reeve_delivery::envelope::check_authorized(&a).map_err(|e| bad(e.to_string()))?;
         if r.from != op.name {
             return Err(bad(format!(
                 "request says it is from {:?}, but the caller is {}",
                 r.from, op.name
             )));
         }
+        checked.push((a, r));
     }
     // All at once: the delivery writer commits concurrent requests together (one fsync for
     // the batch instead of one each); each one's first poll queues it, in order.
-    let results =
-        futures_util::future::join_all(b.requests.into_iter().map(|a| hub.accept(a, &op.name)))
-            .await;
+    let results = futures_util::future::join_all(
+        checked
+            .into_iter()
+            .map(|(a, r)| hub.accept_checked(a, r, &op.name)),
+    )
+    .await;
     let mut accepted = Vec::new();
     for r in results {
         let (id, seq) = r.map_err(|e| {

@@ -185,6 +185,17 @@ impl Hub {
     /// "accepted") and wakes the node's connection. `sender` is the operator's name.
     pub async fn accept(&self, auth: Authorized, sender: &str) -> Result<(String, u64)> {
         let request = check_authorized(&auth).context("refused")?;
+        self.accept_checked(auth, request, sender).await
+    }
+
+    /// [`Hub::accept`] for a request whose authorization the caller checked already
+    /// (`check_authorized` gave `request`): one signature check per request is enough.
+    pub(crate) async fn accept_checked(
+        &self,
+        auth: Authorized,
+        request: reeve_delivery::envelope::Request,
+        sender: &str,
+    ) -> Result<(String, u64)> {
         let now = now_ms();
         if request.expires_at_ms <= now {
             bail!("refused: request {} has already expired", request.id);
