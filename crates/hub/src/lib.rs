@@ -402,6 +402,7 @@ pub async fn start(config: &Config) -> Result<Running> {
                     events = p.events,
                     messages = p.messages,
                     errors = p.errors,
+                    keys = p.keys,
                     "retention: pruned the hub's history"
                 ),
                 Ok(_) => {}

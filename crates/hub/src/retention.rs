@@ -44,6 +44,7 @@ impl Hub {
             events: before(r.events),
             messages: before(r.messages),
             errors: before(r.errors),
+            keys: now,
         };
         let mut total = Pruned::default();
         loop {
@@ -54,7 +55,8 @@ impl Hub {
             total.events += n.events;
             total.messages += n.messages;
             total.errors += n.errors;
-            if n.events < BATCH && n.messages < BATCH && n.errors < BATCH {
+            total.keys += n.keys;
+            if n.events < BATCH && n.messages < BATCH && n.errors < BATCH && n.keys < BATCH {
                 break;
             }
         }
@@ -123,6 +125,10 @@ mod tests {
                     f.insert_event("n1", &event)?;
                     f.log_error(at, Some("n1"), "k", "m")?;
                 }
+                // n1 rotated twice: the first key's overlap closed, the second's is open.
+                f.enrol_node("n1", "k1", old)?;
+                f.rotate_node_key("n1", "k1", "k2", old)?;
+                f.rotate_node_key("n1", "k2", "k3", u64::MAX >> 2)?;
                 Ok(())
             })
             .await
@@ -133,7 +139,8 @@ mod tests {
             Pruned {
                 events: 1,
                 messages: 2,
-                errors: 1
+                errors: 1,
+                keys: 1
             }
         );
         let mut left: Vec<(String, String)> = hub
@@ -152,6 +159,10 @@ mod tests {
             ],
             "nothing still waiting or in flight is ever pruned"
         );
+        let keys = hub
+            .read(|f| Ok(f.node_keys("n1", now_ms())?))
+            .expect("keys");
+        assert_eq!(keys, ["k3", "k2"], "the open overlap stays");
         assert_eq!(
             hub.prune(Retention::default()).await.expect("again"),
             Pruned::default()

@@ -448,6 +448,8 @@ pub struct Cutoffs {
     pub messages: u64,
     /// The central error log.
     pub errors: u64,
+    /// Rotated-away node and operator keys whose overlap closed (now).
+    pub keys: u64,
 }
 
 /// What a retention pass (or one batch of it) deleted.
@@ -459,4 +461,6 @@ pub struct Pruned {
     pub messages: u64,
     /// Error log entries.
     pub errors: u64,
+    /// Rotated-away keys whose overlap had closed.
+    pub keys: u64,
 }

@@ -230,8 +230,11 @@ pub(super) fn prune_batch(c: &Connection, before: &Cutoffs, batch: u64) -> Fleet
         ("hub_errors", "id", "at_ms", "", before.errors),
         // Streamed output goes with the messages' retention.
         ("hub_output", "rowid", "at_ms", "", before.messages),
+        // Keys rotated away from, once their overlap closed (they no longer count).
+        ("hub_node_keys", "rowid", "until_ms", "", before.keys),
+        ("hub_operator_keys", "rowid", "until_ms", "", before.keys),
     ];
-    let mut n = [0u64; 4];
+    let mut n = [0u64; 6];
     for (i, (table, key, at, extra, cutoff)) in plans.into_iter().enumerate() {
         n[i] = c
             .execute(
@@ -243,9 +246,11 @@ pub(super) fn prune_batch(c: &Connection, before: &Cutoffs, batch: u64) -> Fleet
             )
             .map_err(fail("prune"))? as u64;
     }
+    // Output chunks are not messages: they go with theirs, uncounted.
     Ok(Pruned {
         events: n[0],
-        messages: n[1] + n[3],
+        messages: n[1],
         errors: n[2],
+        keys: n[4] + n[5],
     })
 }
