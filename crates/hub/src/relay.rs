@@ -150,7 +150,10 @@ pub async fn handle(hub: Arc<Hub>, mut ws: WebSocket) {
         }
     }
     // Read again after a rotation: the new key owns the node's streams from now on.
-    let keys = known_keys(&hub, &node);
+    let keys = match enrolled_now {
+        Some(_) => known_keys(&hub, &node),
+        None => keys,
+    };
     let conn_id = hub.next_conn.fetch_add(1, Ordering::Relaxed);
     let live = Arc::new(Live {
         conn_id,

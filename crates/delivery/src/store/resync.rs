@@ -38,6 +38,19 @@ pub struct Resealed {
     pub seq: u64,
 }
 
+/// Every stream this store knows as an owner: those with a state row and those with
+/// messages waiting.
+const ALL_STREAMS: &str = "SELECT key FROM out_streams UNION SELECT DISTINCT key FROM outbox";
+
+/// The stream keys `sql` selects (its first column).
+fn stream_keys(c: &rusqlite::Connection, sql: &str) -> Result<Vec<String>> {
+    let mut stmt = c.prepare_cached(sql).map_err(q("prepare stream keys"))?;
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .map_err(q("query stream keys"))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(q("read stream keys"))
+}
+
 impl DeliveryStore {
     /// The highest position of `stream` its receiver acknowledged (0 if none).
     pub fn acked(&self, stream: &StreamId) -> Result<u64> {
@@ -98,15 +111,7 @@ impl DeliveryStore {
     /// Do messages wait in a stream other than `owner`'s of `instance`? (Sent by a task that
     /// read the identity just before a key rotation renewed the streams.)
     pub fn waits_elsewhere(&self, owner: &crate::keys::PublicKey, instance: &str) -> Result<bool> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT DISTINCT key FROM outbox WHERE id != ''")
-            .map_err(q("prepare waiting streams"))?;
-        let keys = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(q("query waiting streams"))?
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(q("read waiting streams"))?;
+        let keys = stream_keys(&self.conn, "SELECT DISTINCT key FROM outbox WHERE id != ''")?;
         Ok(keys.iter().any(|k| {
             parse_stream_key(k).is_some_and(|s| s.owner != *owner || s.instance != instance)
         }))
@@ -116,16 +121,7 @@ impl DeliveryStore {
     /// key renews its streams first and swaps its key file after: streams owned by the new
     /// key mean the rotation was recorded, even if the swap did not happen.)
     pub fn owns_streams(&self, owner: &crate::keys::PublicKey) -> Result<bool> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT key FROM out_streams UNION SELECT DISTINCT key FROM outbox")
-            .map_err(q("prepare owners"))?;
-        let keys = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(q("query owners"))?
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(q("read owners"))?;
-        Ok(keys
+        Ok(stream_keys(&self.conn, ALL_STREAMS)?
             .iter()
             .any(|k| parse_stream_key(k).is_some_and(|s| s.owner == *owner)))
     }
@@ -203,18 +199,10 @@ impl DeliveryStore {
             });
         }
         // The earlier streams are done with: what waited there moved.
-        let old_keys: Vec<String> = {
-            let mut stmt = tx
-                .prepare_cached("SELECT key FROM out_streams UNION SELECT DISTINCT key FROM outbox")
-                .map_err(q("prepare old streams"))?;
-            stmt.query_map([], |r| r.get::<_, String>(0))
-                .map_err(q("query old streams"))?
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(q("read old streams"))?
-                .into_iter()
-                .filter(|k| parse_stream_key(k).is_some_and(|s| s.instance != new))
-                .collect()
-        };
+        let old_keys: Vec<String> = stream_keys(&tx, ALL_STREAMS)?
+            .into_iter()
+            .filter(|k| parse_stream_key(k).is_some_and(|s| s.instance != new))
+            .collect();
         for key in &old_keys {
             for sql in [
                 "DELETE FROM outbox WHERE key = ?1",

@@ -177,18 +177,7 @@ impl FleetStore for Connection {
             params![name, new_key],
         )
         .map_err(fail("store the new node key"))?;
-        self.execute(
-            "INSERT INTO hub_node_keys (name, key, until_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT (name, key) DO UPDATE SET until_ms = excluded.until_ms",
-            params![name, old_key, until_ms as i64],
-        )
-        .map_err(fail("retire the old node key"))?;
-        self.execute(
-            "DELETE FROM hub_node_keys WHERE name = ?1 AND key = ?2",
-            params![name, new_key],
-        )
-        .map_err(fail("un-retire the new node key"))?;
-        Ok(())
+        retire_key(self, "hub_node_keys", name, old_key, new_key, until_ms)
     }
 
     fn add_join_token(&self, digest: &str, created_ms: u64, expires_at_ms: u64) -> FleetResult<()> {
@@ -275,17 +264,7 @@ impl FleetStore for Connection {
         new_key: &str,
         until_ms: u64,
     ) -> FleetResult<()> {
-        self.execute(
-            "INSERT INTO hub_operator_keys (name, key, until_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT (name, key) DO UPDATE SET until_ms = excluded.until_ms",
-            params![name, old_key, until_ms as i64],
-        )
-        .map_err(fail("retire the old key"))?;
-        self.execute(
-            "DELETE FROM hub_operator_keys WHERE name = ?1 AND key = ?2",
-            params![name, new_key],
-        )
-        .map_err(fail("un-retire the new key"))?;
+        retire_key(self, "hub_operator_keys", name, old_key, new_key, until_ms)?;
         self.execute(
             "UPDATE hub_operators SET key = ?2 WHERE name = ?1",
             params![name, new_key],
@@ -468,4 +447,31 @@ impl FleetStore for Connection {
     fn prune_batch(&self, before: &Cutoffs, batch: u64) -> FleetResult<Pruned> {
         messages::prune_batch(self, before, batch)
     }
+}
+
+/// After `name` moved from `old_key` to `new_key`: `old_key` is kept in `table` (the
+/// node or operator retired-key table) until `until_ms`, and `new_key` is not retired (a
+/// key rotated back to is current only).
+fn retire_key(
+    c: &Connection,
+    table: &'static str,
+    name: &str,
+    old_key: &str,
+    new_key: &str,
+    until_ms: u64,
+) -> FleetResult<()> {
+    c.execute(
+        &format!(
+            "INSERT INTO {table} (name, key, until_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name, key) DO UPDATE SET until_ms = excluded.until_ms"
+        ),
+        params![name, old_key, until_ms as i64],
+    )
+    .map_err(fail("retire the old key"))?;
+    c.execute(
+        &format!("DELETE FROM {table} WHERE name = ?1 AND key = ?2"),
+        params![name, new_key],
+    )
+    .map_err(fail("un-retire the new key"))?;
+    Ok(())
 }

@@ -285,7 +285,13 @@ fn the_hub_key_rotates_and_its_nodes_follow_the_endorsement() {
     hub.kill9();
     let third = rotate_hub_key(&hub, &["--overlap", "0s"]);
     hub.restart();
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // The node answers the unendorsed key's challenge by hanging up: the hub logs the
+    // handshake it could not finish.
+    crate::helper::wait_for(
+        std::time::Duration::from_secs(30),
+        "the node refusing the hub's new key",
+        || logged(&hub, &alice, "refused", "bad proof").then_some(()),
+    );
     let nodes = hub.json(&alice, &["nodes"]);
     assert!(
         nodes
