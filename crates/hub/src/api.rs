@@ -529,11 +529,20 @@ pub struct AcceptedMessage {
 pub struct SendAnswer {
     /// What was accepted, in order.
     pub accepted: Vec<AcceptedMessage>,
+    /// The hub's clock when it answered, ms since the epoch (expiry is judged on it).
+    pub hub_time_ms: u64,
+    /// With `wait`: each message as it stood when the answer was made (replied or expired,
+    /// or still on its way when the time was up), in the order of `accepted`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<db::MessageRow>>,
 }
 
 /// Sends requests signed by the caller's own key; each is durable in its node's stream
-/// ("accepted") when this answers.
+/// ("accepted") when this answers. With `wait`, answers once every one of them is replied
+/// or expired, or when `wait` seconds have passed (one call instead of a `POST` and a
+/// `GET …?wait` per message).
 #[utoipa::path(post, path = "/api/v1/messages", tag = "messages", request_body = SendBody,
+    params(WaitQuery),
     responses(
         (status = 202, description = "Accepted", body = SendAnswer),
         (status = 400, description = "Malformed or refused request", body = ErrorBody),
@@ -542,9 +551,11 @@ pub struct SendAnswer {
 async fn send(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
+    q: Result<Query<WaitQuery>, QueryRejection>,
     body: Result<Json<SendBody>, JsonRejection>,
 ) -> ApiResult {
     let op = authorize(&hub, &headers, "operator")?;
+    let q = query(q)?;
     let Json(b) = body.map_err(|e| bad(e.body_text()))?;
     if b.requests.is_empty() || b.requests.len() > 10_000 {
         return Err(bad("send 1 to 10000 requests"));
@@ -608,7 +619,38 @@ async fn send(
             state: "accepted".into(),
         });
     }
-    Ok((StatusCode::ACCEPTED, Json(SendAnswer { accepted })).into_response())
+    let messages = if q.wait.0 > 0 {
+        let ids: Vec<&str> = accepted.iter().map(|a| a.id.as_str()).collect();
+        Some(settle_all(&hub, q.wait, &ids).await?)
+    } else {
+        None
+    };
+    let answer = SendAnswer {
+        accepted,
+        hub_time_ms: crate::now_ms(),
+        messages,
+    };
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+}
+
+/// The rows of messages `ids` once all are settled, or when `wait` seconds have passed.
+/// After every change at the hub only the unsettled ones are read again.
+async fn settle_all(hub: &Hub, wait: Count, ids: &[&str]) -> Result<Vec<db::MessageRow>, ApiError> {
+    let mut rows: Vec<Option<db::MessageRow>> = vec![None; ids.len()];
+    long_poll(hub, wait, || {
+        let mut done = true;
+        for (id, row) in ids.iter().zip(rows.iter_mut()) {
+            if row.as_ref().is_some_and(|r| settled(&r.state)) {
+                continue;
+            }
+            *row = hub.read(|f| Ok(f.message(id)?)).map_err(internal)?;
+            done &= row.as_ref().is_some_and(|r| settled(&r.state));
+        }
+        Ok((done, ()))
+    })
+    .await?;
+    // A row that is gone meanwhile (retention) is left out.
+    Ok(rows.into_iter().flatten().collect())
 }
 
 /// Body of `POST /api/v1/messages/purge`: which waiting messages to purge, by id or by age

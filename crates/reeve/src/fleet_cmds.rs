@@ -171,12 +171,18 @@ pub async fn send(a: SendArgs) -> Result<ExitCode> {
             .context("cannot tell the operator's name: pass --as NAME")?,
     };
     let args = method_args(&a)?;
-    // Expiry is judged on hub time; ask the hub for it so a skewed laptop clock is harmless.
-    let health = a.conn.call_as("GET", "/api/v1/health", None, None).await?;
-    let hub_now = health
-        .get("hub_time_ms")
-        .and_then(Value::as_u64)
-        .context("the hub did not say its time")?;
+    // Expiry is judged on hub time, so a skewed laptop clock is harmless: the hub's clock,
+    // as the last command saw it, or asked now.
+    let hub_now = match crate::hub_clock::now(&a.conn.hub) {
+        Some(t) => t,
+        None => a
+            .conn
+            .call_as("GET", "/api/v1/health", None, None)
+            .await?
+            .get("hub_time_ms")
+            .and_then(Value::as_u64)
+            .context("the hub did not say its time")?,
+    };
     let mut requests = Vec::new();
     let mut ids = Vec::new();
     for node in &a.to {
@@ -192,13 +198,23 @@ pub async fn send(a: SendArgs) -> Result<ExitCode> {
         ids.push((node.clone(), r.id.clone()));
         requests.push(authorize(&r, &key)?);
     }
-    a.conn
-        .call(
-            "POST",
-            "/api/v1/messages",
-            Some(&json!({ "requests": requests })),
-        )
+    // exec.stream: the output as it comes, then the rest of the result; anything else: the
+    // hub waits for the replies before it answers the POST (one call instead of two).
+    let streams = a.method == "exec.stream" || (a.method == "tail" && a.follow);
+    let wait_in_post = (!a.no_wait && (a.json || !streams))
+        .then(|| a.wait.as_secs().min(30))
+        .filter(|s| *s > 0);
+    let path = match wait_in_post {
+        Some(s) => format!("/api/v1/messages?wait={s}"),
+        None => "/api/v1/messages".to_string(),
+    };
+    let answer = a
+        .conn
+        .call("POST", &path, Some(&json!({ "requests": requests })))
         .await?;
+    if let Some(t) = answer.get("hub_time_ms").and_then(Value::as_u64) {
+        crate::hub_clock::learn(&a.conn.hub, t);
+    }
     if a.no_wait {
         for (node, id) in &ids {
             if a.json {
@@ -209,17 +225,28 @@ pub async fn send(a: SendArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let mut answered: std::collections::HashMap<String, Value> = answer
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|row| Some((row.get("id")?.as_str()?.to_string(), row.clone())))
+        .collect();
     let deadline = Instant::now() + a.wait;
     let mut ok = true;
     for (node, id) in &ids {
-        // exec.stream: the output as it comes, then the rest of the result.
-        let streams = a.method == "exec.stream" || (a.method == "tail" && a.follow);
         let printed = if streams && !a.json {
             follow_output(&a.conn, id, deadline).await?
         } else {
             (0, 0)
         };
         let mut row = loop {
+            if let Some(row) = answered.remove(id.as_str()) {
+                let state = row.get("state").and_then(Value::as_str).unwrap_or("");
+                if settled(state) || Instant::now() >= deadline {
+                    break row;
+                }
+            }
             let left = deadline
                 .saturating_duration_since(Instant::now())
                 .as_secs()
@@ -229,8 +256,7 @@ pub async fn send(a: SendArgs) -> Result<ExitCode> {
                 .call("GET", &format!("/api/v1/messages/{id}?wait={left}"), None)
                 .await?;
             let state = row.get("state").and_then(Value::as_str).unwrap_or("");
-            let settled = matches!(state, "replied" | "expired" | "purged");
-            if settled || Instant::now() >= deadline {
+            if settled(state) || Instant::now() >= deadline {
                 break row;
             }
         };
@@ -242,6 +268,11 @@ pub async fn send(a: SendArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Is a message in `state` done for good (replied, or a dead letter)?
+fn settled(state: &str) -> bool {
+    matches!(state, "replied" | "expired" | "purged")
 }
 
 /// Prints an `exec.stream` message's output as the node streams it, until the message is
@@ -274,7 +305,7 @@ async fn follow_output(conn: &HubConn, id: &str, deadline: Instant) -> Result<(u
         }
         let _ = std::io::stdout().flush();
         let state = page["state"].as_str().unwrap_or("");
-        if matches!(state, "replied" | "expired" | "purged") || Instant::now() >= deadline {
+        if settled(state) || Instant::now() >= deadline {
             return Ok(printed);
         }
     }

@@ -5,6 +5,7 @@ mod client_cmds;
 mod dev_cmd;
 mod fleet_cmds;
 mod format;
+mod hub_clock;
 mod hub_cmds;
 mod key_cmds;
 mod module_cmds;

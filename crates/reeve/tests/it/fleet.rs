@@ -127,6 +127,33 @@ fn exec_round_trip_policy_and_audit() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // `reeve send` stamps expiry with the hub's clock, cached from the last answer: a cache
+    // saying the hub is 31 days behind makes a 30-day request expired on arrival, refused.
+    let cache = hub.dir.path().join("cli-cache/reeve/hub-clock.json");
+    let cached: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cache).expect("the CLI cached the hub's clock"))
+            .expect("json");
+    let entry = &cached[hub.url.as_str()];
+    assert!(
+        entry["offset_ms"].as_i64().expect("offset").abs() < 5_000,
+        "{cached}"
+    );
+    let now = entry["at_ms"].as_i64().expect("at");
+    let behind =
+        serde_json::json!({ hub.url.as_str(): {"offset_ms": -31 * 86_400_000i64, "at_ms": now} });
+    std::fs::write(&cache, behind.to_string()).expect("write cache");
+    let out = hub.as_op(&alice, &["send", "--to", "n1", "ops.ps"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already expired"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without a cache the CLI asks the hub, and caches again.
+    std::fs::remove_file(&cache).expect("rm cache");
+    let r = send(&hub, &alice, &["--to", "n1", "ops.ps"]);
+    assert_eq!(r["reply"]["status"], "ok", "{r}");
+    assert!(cache.exists());
 }
 
 #[test]

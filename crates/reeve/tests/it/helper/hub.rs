@@ -171,6 +171,9 @@ impl Hub {
             .env("REEVE_HUB", &self.url)
             .env("REEVE_TOKEN", &op.token)
             .env("REEVE_KEY", &op.key)
+            // The CLI's cache of the hub's clock: this hub's own (another test's hub may
+            // have had the same port, under a fake clock).
+            .env("XDG_CACHE_HOME", self.dir.path().join("cli-cache"))
             .stdin(Stdio::null())
             .bounded_output()
             .expect("run reeve")
