@@ -237,6 +237,7 @@ impl Hub {
                     seq: Some(seq),
                     method: &method,
                     sender: &sender,
+                    from_node: false,
                     created_ms: now,
                     expires_at_ms: request.expires_at_ms,
                 })?;

@@ -100,6 +100,7 @@ mod tests {
                         seq: Some(seq),
                         method: "exec",
                         sender: "alice",
+                        from_node: false,
                         created_ms: at,
                         expires_at_ms: i64::MAX as u64,
                     })?;

@@ -154,6 +154,7 @@ async fn me_nodes_filters_total_count_and_message_paging() {
                         seq: Some(seq),
                         method: "m",
                         sender: "alice",
+                        from_node: false,
                         created_ms: seq,
                         expires_at_ms: 9,
                     })?;

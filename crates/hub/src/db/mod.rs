@@ -189,8 +189,9 @@ pub trait FleetStore {
     /// Stores the reply (JSON) to message `id`, which `node` answers, unless it has one
     /// already; true if it was stored.
     fn mark_replied(&self, id: &str, node: &str, reply: &str, now_ms: u64) -> FleetResult<bool>;
-    /// Who sent message `id`.
-    fn message_sender(&self, id: &str) -> FleetResult<Option<String>>;
+    /// The node that sent message `id` through the hub; `None` when an operator or the hub
+    /// sent it (or there is no such message).
+    fn node_sender(&self, id: &str) -> FleetResult<Option<String>>;
     /// One message.
     fn message(&self, id: &str) -> FleetResult<Option<MessageRow>>;
     /// Messages, newest first, `limit` from `offset`, optionally in one state or for one
@@ -370,6 +371,8 @@ pub struct NewMessage<'a> {
     pub method: &'a str,
     /// Who sent it (an operator, a node, `hub`).
     pub sender: &'a str,
+    /// Whether `sender` is a node (names of nodes and operators may be the same).
+    pub from_node: bool,
     /// When it was accepted.
     pub created_ms: u64,
     /// When it expires if not delivered.

@@ -332,8 +332,8 @@ impl FleetStore for Connection {
         messages::mark_replied(self, id, node, reply, now_ms)
     }
 
-    fn message_sender(&self, id: &str) -> FleetResult<Option<String>> {
-        messages::sender(self, id)
+    fn node_sender(&self, id: &str) -> FleetResult<Option<String>> {
+        messages::node_sender(self, id)
     }
 
     fn message(&self, id: &str) -> FleetResult<Option<MessageRow>> {

@@ -43,7 +43,7 @@ pub(super) fn apply(
                 };
                 // A request one node sent another: the reply goes back to the sender, signed
                 // by the hub (the sender's policy trusts the hub's key for replies).
-                let sender = f.message_sender(to)?;
+                let sender = f.node_sender(to)?;
                 if let Some(origin) = sender.filter(|_| fresh)
                     && f.node_key(&origin)?.is_some()
                 {
@@ -56,7 +56,7 @@ pub(super) fn apply(
                     );
                     back.in_reply_to = Some(to.clone());
                     if let Ok(auth) = reeve_delivery::envelope::authorize(&back, &fw.key) {
-                        fw.forward(s, &back, "hub", auth, now)?;
+                        fw.forward(s, &back, None, auth, now)?;
                         wake.push(origin);
                     }
                 }
@@ -67,7 +67,7 @@ pub(super) fn apply(
                 let known = fleet(s).node_key(&request.to)?.is_some();
                 match reeve_delivery::envelope::authorization_of(&env) {
                     Some(auth) if known => {
-                        fw.forward(s, &request, node, auth, now)?;
+                        fw.forward(s, &request, Some(node), auth, now)?;
                         wake.push(request.to.clone());
                     }
                     _ => {
@@ -146,12 +146,13 @@ pub(crate) struct Forwarder {
 }
 
 impl Forwarder {
-    /// Puts an authorized request in `target`'s stream and records it (once per id).
+    /// Puts an authorized request in `target`'s stream and records it (once per id), as
+    /// sent by `node`, or by the hub itself when `None`.
     fn forward(
         &self,
         s: &mut reeve_delivery::store::DeliveryStore,
         request: &reeve_delivery::envelope::Request,
-        sender: &str,
+        node: Option<&str>,
         auth: reeve_delivery::envelope::Authorized,
         now: u64,
     ) -> Result<(), reeve_delivery::store::StoreError> {
@@ -163,7 +164,8 @@ impl Forwarder {
             lane,
             seq: None,
             method,
-            sender,
+            sender: node.unwrap_or("hub"),
+            from_node: node.is_some(),
             created_ms: now,
             expires_at_ms,
         })?;

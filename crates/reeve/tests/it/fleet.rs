@@ -154,6 +154,20 @@ fn exec_round_trip_policy_and_audit() {
     let r = send(&hub, &alice, &["--to", "n1", "ops.ps"]);
     assert_eq!(r["reply"]["status"], "ok", "{r}");
     assert!(cache.exists());
+
+    // An operator who shares the node's name is not taken for the node: the reply to what
+    // it sent stays at the hub and is not forwarded to the node n1 as a node-to-node reply.
+    let namesake = hub.operator("n1", "operator");
+    let r = send(&hub, &namesake, &["--to", "n1", "ops.ps"]);
+    assert_eq!(r["reply"]["status"], "refused", "not in n1's policy: {r}");
+    let all = hub.json(&alice, &["messages"]);
+    let forwarded: Vec<_> = all
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|m| m["sender"] == "hub")
+        .collect();
+    assert!(forwarded.is_empty(), "{forwarded:?}");
 }
 
 #[test]

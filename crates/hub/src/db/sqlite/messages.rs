@@ -34,8 +34,8 @@ pub(super) fn exists(c: &Connection, id: &str) -> FleetResult<bool> {
 pub(super) fn insert(c: &Connection, m: &NewMessage<'_>) -> FleetResult<bool> {
     c.prepare_cached(
         "INSERT INTO hub_messages
-             (id, node, lane, seq, method, sender, state, created_ms, expires_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'accepted', ?7, ?8) ON CONFLICT DO NOTHING",
+             (id, node, lane, seq, method, sender, from_node, state, created_ms, expires_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'accepted', ?8, ?9) ON CONFLICT DO NOTHING",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -45,6 +45,7 @@ pub(super) fn insert(c: &Connection, m: &NewMessage<'_>) -> FleetResult<bool> {
             m.seq.map(|v| v as i64),
             m.method,
             m.sender,
+            m.from_node,
             m.created_ms as i64,
             m.expires_at_ms as i64
         ])
@@ -107,8 +108,8 @@ pub(super) fn mark_replied(
     .map_err(fail("record reply"))
 }
 
-pub(super) fn sender(c: &Connection, id: &str) -> FleetResult<Option<String>> {
-    c.prepare_cached("SELECT sender FROM hub_messages WHERE id = ?1")
+pub(super) fn node_sender(c: &Connection, id: &str) -> FleetResult<Option<String>> {
+    c.prepare_cached("SELECT sender FROM hub_messages WHERE id = ?1 AND from_node = 1")
         .and_then(|mut s| s.query_row(params![id], |r| r.get(0)).optional())
         .map_err(fail("read sender"))
 }

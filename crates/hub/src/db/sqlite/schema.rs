@@ -58,6 +58,12 @@ const LATER: &[&str] = &[
     "CREATE TABLE hub_node_keys (
         name TEXT NOT NULL, key TEXT NOT NULL, until_ms INTEGER NOT NULL,
         PRIMARY KEY (name, key))",
+    // 3: whether a node sent the message (its reply goes back to that node), so an
+    // operator who shares a node's name is not taken for it. Rows from before: as the
+    // hub judged them then, by the name.
+    "ALTER TABLE hub_messages ADD COLUMN from_node INTEGER NOT NULL DEFAULT 0;
+     UPDATE hub_messages SET from_node = 1
+         WHERE sender IN (SELECT name FROM hub_nodes)",
 ];
 
 /// The schema version this build brings the tables to.
@@ -271,6 +277,29 @@ mod tests {
         let fresh = Connection::open_in_memory().expect("open");
         migrate_with(&fresh, &later).expect("fresh");
         assert_eq!(stored_version(&fresh), Some(3));
+    }
+
+    #[test]
+    fn version_3_marks_the_messages_nodes_sent() {
+        let c = Connection::open_in_memory().expect("open");
+        migrate_with(&c, &LATER[..1]).expect("to 2");
+        c.execute_batch(
+            "INSERT INTO hub_nodes (name, key, enrolled_ms) VALUES ('n1', 'k', 1);
+             INSERT INTO hub_messages (id, node, seq, method, sender, state, created_ms, expires_at_ms)
+             VALUES ('from-node', 'n2', 1, 'exec', 'n1', 'accepted', 1, 2),
+                    ('from-op', 'n2', 2, 'exec', 'alice', 'accepted', 1, 2);",
+        )
+        .expect("rows of version 2");
+        migrate(&c).expect("to the latest");
+        let marked = |id: &str| -> i64 {
+            c.query_row(
+                "SELECT from_node FROM hub_messages WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .expect("row")
+        };
+        assert_eq!((marked("from-node"), marked("from-op")), (1, 0));
     }
 
     #[test]
