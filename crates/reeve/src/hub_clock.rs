@@ -3,7 +3,8 @@
 //! laptop whose clock is off does no harm. Asking the hub costs a round trip per command,
 //! so the offset between the two clocks is kept in `$XDG_CACHE_HOME/reeve/hub-clock.json`
 //! (or `~/.cache/…`) and used while it is fresh. Every `POST /api/v1/messages` answer
-//! carries the hub's time and refreshes it.
+//! carries the hub's time and refreshes it (rewritten when it is half as old as
+//! [`FRESH_MS`] or the offset moved by a second or more).
 //!
 //! How far the cached offset can be wrong: by how much the local clock was stepped since
 //! it was measured. A step backwards puts the measurement in the future and a step forward
@@ -74,10 +75,18 @@ fn now_in(file: &Path, url: &str) -> Option<u64> {
 fn learn_in(file: &Path, url: &str, hub_ms: u64) {
     let local = local_ms();
     let mut all = load(file);
+    let offset_ms = hub_ms as i64 - local;
+    // Nothing to write while the cached offset is young and still right to a second.
+    if let Some(o) = all.get(url)
+        && (0..FRESH_MS / 2).contains(&(local - o.at_ms))
+        && (o.offset_ms - offset_ms).abs() < 1_000
+    {
+        return;
+    }
     all.insert(
         url.to_string(),
         Offset {
-            offset_ms: hub_ms as i64 - local,
+            offset_ms,
             at_ms: local,
         },
     );
@@ -141,6 +150,21 @@ mod tests {
         assert_eq!(now_in(&file, "https://h:1"), None);
         learn_in(&file, "https://h:1", local_ms() as u64);
         assert!(now_in(&file, "https://h:1").is_some());
+    }
+
+    #[test]
+    fn a_young_unchanged_offset_is_not_rewritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("hub-clock.json");
+        learn_in(&file, "https://h:1", local_ms() as u64);
+        let at = load(&file)["https://h:1"].at_ms;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        learn_in(&file, "https://h:1", local_ms() as u64);
+        assert_eq!(load(&file)["https://h:1"].at_ms, at, "kept as it was");
+        // The hub's clock jumped by a minute: written again.
+        learn_in(&file, "https://h:1", (local_ms() + 60_000) as u64);
+        let o = load(&file)["https://h:1"];
+        assert!((o.offset_ms - 60_000).abs() < 1_000, "{}", o.offset_ms);
     }
 
     #[test]
