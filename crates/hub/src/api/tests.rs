@@ -282,3 +282,45 @@ async fn metrics_count_requests_by_route_and_need_no_token() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn send_reads_large_bodies_of_operators_only() {
+    let f = fixture();
+    let op = crate::admin::add_operator(f._dir.path(), "ops", "operator", None).expect("op");
+    let post = |token: &str, body: Vec<u8>| {
+        let req = Request::builder()
+            .method("POST")
+            .uri("/api/v1/messages?wait=1")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .expect("request");
+        let app = f.app.clone();
+        async move {
+            let resp = app.oneshot(req).await.expect("answer");
+            let status = resp.status();
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    // 10,000 requests of about 1.1 KiB (11 MiB): read whole and judged, not cut off at
+    // the default 2 MiB.
+    let one = serde_json::json!({"body": "A".repeat(1000), "signer": "B".repeat(44), "signature": "C".repeat(88)});
+    let big =
+        serde_json::to_vec(&serde_json::json!({"requests": vec![one; 10_000]})).expect("json");
+    assert!(big.len() > 10 << 20);
+    let (status, text) = post(&op, big.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("not a valid list of requests"), "{text}");
+    // A viewer's body is not read at all.
+    let (status, text) = post(&f.token, big).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+    // Past the limit: refused, the store unchanged.
+    let (status, text) = post(&op, vec![b' '; SEND_BODY_LIMIT + 1]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("at most 32 MiB"), "{text}");
+    let counts = f.hub.read(|s| Ok(s.message_counts()?)).expect("counts");
+    assert!(counts.is_empty(), "{counts:?}");
+}
