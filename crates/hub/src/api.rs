@@ -840,7 +840,7 @@ async fn message(
 }
 
 /// Is a message in `state` done for good (replied, or a dead letter)?
-pub(crate) fn settled(state: &str) -> bool {
+pub fn settled(state: &str) -> bool {
     matches!(state, "replied" | "expired" | "purged")
 }
 

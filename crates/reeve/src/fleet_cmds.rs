@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use reeve_agent::node::transport::{self, Call};
 use reeve_delivery::envelope::{Request, authorize};
+use reeve_hub::api::settled;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -268,11 +269,6 @@ pub async fn send(a: SendArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// Is a message in `state` done for good (replied, or a dead letter)?
-fn settled(state: &str) -> bool {
-    matches!(state, "replied" | "expired" | "purged")
 }
 
 /// Prints an `exec.stream` message's output as the node streams it, until the message is
