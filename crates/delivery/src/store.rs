@@ -50,6 +50,30 @@ fn q(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 
 type Result<T> = std::result::Result<T, StoreError>;
 
+/// Statements a connection keeps parsed: the delivery tables' and, on a hub, its message
+/// records' (rusqlite's default, 16, is fewer than the hot path alone uses).
+const STATEMENT_CACHE: usize = 96;
+
+/// Runs `sql` through the connection's statement cache: parsed once per connection, not at
+/// every call (parsing cost as much as running on the delivery path).
+pub(crate) fn exec(
+    conn: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(p)
+}
+
+/// [`exec`] for a query of one row.
+pub(crate) fn row<T>(
+    conn: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(p, f)
+}
+
 /// The stream's key in the tables: `OWNER/INSTANCE/RECEIVER`, with `+LANE` after the
 /// instance for the priority and unordered lanes (so keys from before lanes stand).
 pub fn stream_key(s: &StreamId) -> String {
@@ -184,6 +208,7 @@ impl DeliveryStore {
             .map_err(q("busy timeout"))?;
         conn.execute_batch(SCHEMA).map_err(q("schema"))?;
         migrate_dead_letters(&conn)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(Self { conn })
     }
 
@@ -272,24 +297,26 @@ impl DeliveryStore {
     ) -> Result<u64> {
         let key = stream_key(stream);
         let tx = self.conn.savepoint().map_err(q("begin enqueue"))?;
-        let next: u64 = tx
-            .query_row(
-                "SELECT next_seq FROM out_streams WHERE key = ?1",
-                params![key],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()
-            .map_err(q("read stream"))?
-            .map_or(1, |n| n as u64);
+        let next: u64 = row(
+            &tx,
+            "SELECT next_seq FROM out_streams WHERE key = ?1",
+            params![key],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()
+        .map_err(q("read stream"))?
+        .map_or(1, |n| n as u64);
         let envelope = seal(next);
-        tx.execute(
+        exec(
+            &tx,
             "INSERT INTO outbox (key, seq, id, envelope, expires_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![key, next as i64, id, envelope, expires_at_ms as i64],
         )
         .map_err(q("store message"))?;
-        tx.execute(
+        exec(
+            &tx,
             "INSERT INTO out_streams (key, next_seq, acked) VALUES (?1, ?2, 0)
-             ON CONFLICT(key) DO UPDATE SET next_seq = ?2",
+            ON CONFLICT(key) DO UPDATE SET next_seq = ?2",
             params![key, (next + 1) as i64],
         )
         .map_err(q("advance stream"))?;
@@ -465,12 +492,14 @@ impl DeliveryStore {
     pub fn ack(&mut self, stream: &StreamId, upto: u64) -> Result<()> {
         let key = stream_key(stream);
         let tx = self.conn.savepoint().map_err(q("begin ack"))?;
-        tx.execute(
+        exec(
+            &tx,
             "DELETE FROM outbox WHERE key = ?1 AND seq <= ?2",
             params![key, upto as i64],
         )
         .map_err(q("drop acked"))?;
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE out_streams SET acked = MAX(acked, ?2) WHERE key = ?1",
             params![key, upto as i64],
         )
@@ -482,15 +511,15 @@ impl DeliveryStore {
     pub fn receive(&mut self, a: &Arrival<'_>) -> Result<Receipt> {
         let key = stream_key(a.stream);
         let tx = self.conn.savepoint().map_err(q("begin receive"))?;
-        let next: u64 = tx
-            .query_row(
-                "SELECT next FROM in_streams WHERE key = ?1",
-                params![key],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()
-            .map_err(q("read stream"))?
-            .map_or(1, |n| n as u64);
+        let next: u64 = row(
+            &tx,
+            "SELECT next FROM in_streams WHERE key = ?1",
+            params![key],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()
+        .map_err(q("read stream"))?
+        .map_or(1, |n| n as u64);
         let mut receipt = Receipt {
             acked: next - 1,
             released: Vec::new(),
@@ -499,12 +528,12 @@ impl DeliveryStore {
         let Some(seq) = a.seq else {
             // Unordered: once per id, no position.
             if let Some(id) = a.id {
-                let n = tx
-                    .execute(
-                        "INSERT OR IGNORE INTO inbox (id, key, seq, envelope) VALUES (?1, ?2, NULL, ?3)",
-                        params![id, key, a.envelope],
-                    )
-                    .map_err(q("store unordered"))?;
+                let n = exec(
+                    &tx,
+                    "INSERT OR IGNORE INTO inbox (id, key, seq, envelope) VALUES (?1, ?2, NULL, ?3)",
+                    params![id, key, a.envelope],
+                )
+                .map_err(q("store unordered"))?;
                 receipt.duplicate = n == 0;
                 if n > 0 {
                     receipt.released.push(Released {
@@ -550,7 +579,8 @@ impl DeliveryStore {
             Offer::Duplicate => receipt.duplicate = true,
             Offer::TooFarAhead => {}
             Offer::Held => {
-                tx.execute(
+                exec(
+                    &tx,
                     "INSERT OR IGNORE INTO in_held (key, seq, id, envelope) VALUES (?1, ?2, ?3, ?4)",
                     params![key, seq as i64, a.id, a.envelope],
                 )
@@ -558,14 +588,16 @@ impl DeliveryStore {
             }
             Offer::Release(items) => {
                 for (s, slot) in items {
-                    tx.execute(
+                    exec(
+                        &tx,
                         "DELETE FROM in_held WHERE key = ?1 AND seq = ?2",
                         params![key, s as i64],
                     )
                     .map_err(q("unhold"))?;
                     let id = match slot {
                         Slot::Message((Some(id), env)) => {
-                            tx.execute(
+                            exec(
+                                &tx,
                                 "INSERT OR IGNORE INTO inbox (id, key, seq, envelope) VALUES (?1, ?2, ?3, ?4)",
                                 params![id, key, s as i64, env],
                             )
@@ -576,9 +608,10 @@ impl DeliveryStore {
                     };
                     receipt.released.push(Released { seq: Some(s), id });
                 }
-                tx.execute(
+                exec(
+                    &tx,
                     "INSERT INTO in_streams (key, next) VALUES (?1, ?2)
-                     ON CONFLICT(key) DO UPDATE SET next = ?2",
+                    ON CONFLICT(key) DO UPDATE SET next = ?2",
                     params![key, receiver.next() as i64],
                 )
                 .map_err(q("advance stream"))?;

@@ -4,7 +4,7 @@
 //! `ready` requests are run again (they never started) and `running` ones are collected or
 //! answered `interrupted`, never silently re-run.
 
-use super::{DeliveryStore, Result, q};
+use super::{DeliveryStore, Result, exec, q, row};
 use crate::envelope::StreamId;
 use rusqlite::{OptionalExtension, params};
 
@@ -55,19 +55,19 @@ pub struct Unfinished {
 impl DeliveryStore {
     /// The stored envelope of request `id` and where it stands.
     pub fn inbox_get(&self, id: &str) -> Result<Option<(Vec<u8>, RunState)>> {
-        self.conn
-            .query_row(
-                "SELECT envelope, state FROM inbox WHERE id = ?1",
-                params![id],
-                |r| {
-                    Ok((
-                        r.get::<_, Vec<u8>>(0)?,
-                        RunState::parse(&r.get::<_, String>(1)?),
-                    ))
-                },
-            )
-            .optional()
-            .map_err(q("read inbox"))
+        row(
+            &self.conn,
+            "SELECT envelope, state FROM inbox WHERE id = ?1",
+            params![id],
+            |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    RunState::parse(&r.get::<_, String>(1)?),
+                ))
+            },
+        )
+        .optional()
+        .map_err(q("read inbox"))
     }
 
     /// Requests not yet done, in the order they became runnable.
@@ -95,13 +95,12 @@ impl DeliveryStore {
     /// The execution fence: `ready` → `running`. False when the request is not `ready`
     /// (already fenced or done), in which case it must not start.
     pub fn fence(&mut self, id: &str) -> Result<bool> {
-        let n = self
-            .conn
-            .execute(
-                "UPDATE inbox SET state = 'running' WHERE id = ?1 AND state = 'ready'",
-                params![id],
-            )
-            .map_err(q("fence"))?;
+        let n = exec(
+            &self.conn,
+            "UPDATE inbox SET state = 'running' WHERE id = ?1 AND state = 'ready'",
+            params![id],
+        )
+        .map_err(q("fence"))?;
         Ok(n == 1)
     }
 
@@ -131,13 +130,12 @@ impl DeliveryStore {
         id: &str,
         reply: Option<(ReplyOut<'_>, Seal)>,
     ) -> Result<Option<u64>> {
-        let n = self
-            .conn
-            .execute(
-                "UPDATE inbox SET state = 'done' WHERE id = ?1 AND state != 'done'",
-                params![id],
-            )
-            .map_err(q("mark done"))?;
+        let n = exec(
+            &self.conn,
+            "UPDATE inbox SET state = 'done' WHERE id = ?1 AND state != 'done'",
+            params![id],
+        )
+        .map_err(q("mark done"))?;
         match reply {
             Some((r, seal)) if n == 1 => self
                 .enqueue(r.stream, r.id, r.expires_at_ms, seal)
