@@ -142,7 +142,7 @@ async fn me_nodes_filters_total_count_and_message_paging() {
     f.hub
         .writer
         .run(|s| {
-            let f = fleet(s);
+            let f = crate::db::fleet(s);
             for (i, n) in ["a_1", "ab", "b", "c"].iter().enumerate() {
                 f.enrol_node(n, &format!("k{i}"), 1)?;
                 for j in 0..3 {
