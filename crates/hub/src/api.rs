@@ -74,6 +74,24 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiErro
     q.map(|Query(v)| v).map_err(|e| bad(e.body_text()))
 }
 
+/// Reads a JSON body of at most `limit` bytes. Handlers call it after [`authorize`], so a
+/// caller without a valid token makes the hub read no body at all (an extractor would read
+/// and parse it first); `what` names the body in the error.
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
+    body: axum::body::Body,
+    limit: usize,
+    what: &str,
+) -> Result<T, ApiError> {
+    let most = match limit {
+        l if l >= 1 << 20 => format!("{} MiB", l >> 20),
+        l => format!("{} KiB", l >> 10),
+    };
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|e| bad(format!("cannot read the body (at most {most}): {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| bad(format!("the body is not {what}: {e}")))
+}
+
 /// A page of rows: `limit` (default 100, at most 1000) from `offset`.
 pub(crate) fn page(offset: Count, limit: Option<Count>) -> (u64, u64) {
     (offset.0, limit.map_or(100, |l| l.0).min(1000))

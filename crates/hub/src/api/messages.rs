@@ -1,11 +1,13 @@
 //! Messages: sending operators' signed requests (and waiting for their replies), purging,
 //! listing and fetching one.
 
-use super::{ApiError, ApiResult, Count, ErrorBody, authorize, bad, internal, page, query};
+use super::{
+    ApiError, ApiResult, Count, ErrorBody, authorize, bad, internal, json_body, page, query,
+};
 use crate::Hub;
 use crate::db;
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -65,6 +67,9 @@ pub struct SendAnswer {
 /// (the default of 2 MiB held about 1,700 `exec` requests, not the documented 10,000).
 pub const SEND_BODY_LIMIT: usize = 32 << 20;
 
+/// The largest body `POST /api/v1/messages/purge` reads: 10,000 ids with room to spare.
+const PURGE_BODY_LIMIT: usize = 1 << 20;
+
 /// Sends requests signed by the caller's own key; each is durable in its node's stream
 /// ("accepted") when this answers. With `wait`, answers once every one of them is replied
 /// or expired, or when `wait` seconds have passed (one call instead of a `POST` and a
@@ -85,11 +90,7 @@ pub(super) async fn send(
     // The caller first: only an operator's body, up to SEND_BODY_LIMIT, is read.
     let op = authorize(&hub, &headers, "operator")?;
     let q = query(q)?;
-    let bytes = axum::body::to_bytes(body, SEND_BODY_LIMIT)
-        .await
-        .map_err(|e| bad(format!("cannot read the body (at most 32 MiB): {e}")))?;
-    let b: SendBody = serde_json::from_slice(&bytes)
-        .map_err(|e| bad(format!("the body is not a valid list of requests: {e}")))?;
+    let b: SendBody = json_body(body, SEND_BODY_LIMIT, "a valid list of requests").await?;
     if b.requests.is_empty() || b.requests.len() > 10_000 {
         return Err(bad("send 1 to 10000 requests"));
     }
@@ -227,10 +228,10 @@ pub struct PurgeAnswer {
 pub(super) async fn purge(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
-    body: Result<Json<PurgeBody>, JsonRejection>,
+    body: axum::body::Body,
 ) -> ApiResult {
     let op = authorize(&hub, &headers, "operator")?;
-    let Json(b) = body.map_err(|e| bad(e.body_text()))?;
+    let b: PurgeBody = json_body(body, PURGE_BODY_LIMIT, "a valid purge request").await?;
     if b.ids.is_empty() && b.older_than_ms.is_none() {
         return Err(bad(
             "name the messages to purge: ids, older_than_ms or both",

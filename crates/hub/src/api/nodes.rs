@@ -1,11 +1,13 @@
 //! Nodes: joining with a one-time token, the node list and one node, removal, and the
 //! dashboard's requests to a node (signed by the hub on the operator's behalf).
 
-use super::{ApiError, ApiResult, Count, ErrorBody, authorize, bad, internal, page, query};
+use super::{
+    ApiError, ApiResult, Count, ErrorBody, authorize, bad, internal, json_body, page, query,
+};
 use crate::db::{self, fleet};
 use crate::{Hub, now_ms};
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
@@ -13,6 +15,10 @@ use reeve_delivery::keys::PublicKey;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
+
+/// The largest body of a join or a dashboard request: a few hundred bytes in use (a join
+/// needs no token in the header, so it must stay cheap to refuse).
+const SMALL_BODY_LIMIT: usize = 64 << 10;
 
 /// Body of `POST /api/v1/join`.
 #[derive(Deserialize, ToSchema)]
@@ -56,15 +62,14 @@ pub struct Joined {
         (status = 200, description = "Enrolled", body = Joined),
         (status = 400, description = "Malformed request", body = ErrorBody),
         (status = 403, description = "Unknown, used or expired token, or a name taken by another key", body = ErrorBody)))]
-pub(super) async fn join(
-    State(hub): State<Arc<Hub>>,
-    body: Result<Json<JoinBody>, JsonRejection>,
-) -> ApiResult {
+pub(super) async fn join(State(hub): State<Arc<Hub>>, body: axum::body::Body) -> ApiResult {
     let invalid = |msg: String| {
         hub.metrics.join("invalid");
         bad(msg)
     };
-    let Json(b) = body.map_err(|e| invalid(e.body_text()))?;
+    let b: JoinBody = json_body(body, SMALL_BODY_LIMIT, "a valid join request")
+        .await
+        .map_err(|ApiError(_, e)| invalid(e))?;
     if !valid_node_name(&b.node) {
         return Err(invalid(format!(
             "node name {:?}: use 1-63 lowercase letters, digits, '-', '.', '_' (not \"hub\")",
@@ -292,10 +297,10 @@ pub(super) async fn node_request(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Result<Json<NodeRequestBody>, JsonRejection>,
+    body: axum::body::Body,
 ) -> ApiResult {
     let op = authorize(&hub, &headers, "operator")?;
-    let Json(b) = body.map_err(|e| bad(e.body_text()))?;
+    let b: NodeRequestBody = json_body(body, SMALL_BODY_LIMIT, "a valid node request").await?;
     if b.method.is_empty() || b.method.len() > 64 {
         return Err(bad("method: 1 to 64 characters"));
     }

@@ -324,3 +324,52 @@ async fn send_reads_large_bodies_of_operators_only() {
     let counts = f.hub.read(|s| Ok(s.message_counts()?)).expect("counts");
     assert!(counts.is_empty(), "{counts:?}");
 }
+
+#[tokio::test]
+async fn other_bodies_are_read_after_the_token_and_kept_small() {
+    let f = fixture();
+    let op = crate::admin::add_operator(f._dir.path(), "ops", "operator", None).expect("op");
+    let post = |uri: &str, token: Option<&str>, body: Vec<u8>| {
+        let mut req = Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req.body(Body::from(body)).expect("request");
+        let app = f.app.clone();
+        async move {
+            let resp = app.oneshot(req).await.expect("answer");
+            let status = resp.status();
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    let big = vec![b' '; 3 << 20];
+    // Without a token, or with a viewer's, the body is never judged.
+    for uri in ["/api/v1/messages/purge", "/api/v1/nodes/n1/requests"] {
+        let (status, text) = post(uri, None, big.clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}: {text}");
+        let (status, text) = post(uri, Some(&f.token), big.clone()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{uri}: {text}");
+    }
+    // An operator's body past each route's limit is refused with the limit named.
+    let (status, text) = post("/api/v1/messages/purge", Some(&op), big.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("at most 1 MiB"), "{text}");
+    let (status, text) = post("/api/v1/nodes/n1/requests", Some(&op), vec![b' '; 65 << 10]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("at most 64 KiB"), "{text}");
+    let (status, text) = post("/api/v1/join", None, vec![b' '; 65 << 10]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("at most 64 KiB"), "{text}");
+    // Malformed JSON is named as such.
+    let (status, text) = post("/api/v1/messages/purge", Some(&op), b"{".to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("not a valid purge request"), "{text}");
+    let counts = f.hub.read(|s| Ok(s.message_counts()?)).expect("counts");
+    assert!(counts.is_empty(), "{counts:?}");
+}
