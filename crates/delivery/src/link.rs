@@ -69,6 +69,18 @@ impl Outgoing {
         }
     }
 
+    /// Gives `lane` a window of its own size: an agent keeps few of its event batches in
+    /// flight, so that what it sends on its other lanes (replies to commands) is never
+    /// queued behind a backlog of events already written to the link.
+    pub fn with_lane_window(mut self, lane: Lane, window: usize, rto_ms: u64) -> Self {
+        for (s, w) in &mut self.lanes {
+            if s.lane == lane {
+                *w = WindowSender::new(window, rto_ms, rto_ms.saturating_mul(64));
+            }
+        }
+        self
+    }
+
     /// Seals skip markers with `owner` (the streams' owner) for positions a receiver lost:
     /// see [`Outgoing::resume`].
     pub fn with_owner(mut self, owner: Arc<KeyPair>) -> Self {

@@ -362,6 +362,19 @@ impl DeliveryStore {
             .map_err(q("read unacked"))
     }
 
+    /// The position of the last message queued in `stream` (0 for none yet).
+    pub fn last_seq(&self, stream: &StreamId) -> Result<u64> {
+        row(
+            &self.conn,
+            "SELECT next_seq FROM out_streams WHERE key = ?1",
+            params![stream_key(stream)],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()
+        .map_err(q("read stream"))
+        .map(|n| n.map_or(0, |n| (n as u64).saturating_sub(1)))
+    }
+
     /// Dead-letters every unacknowledged message whose expiry has passed (`now_ms`, on
     /// hub-adjusted time) and puts the owner's signed skip marker, `skip(stream_key, seq)`,
     /// in its place, so the stream moves on; atomically. Returns what expired (for the

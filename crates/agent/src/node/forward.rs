@@ -1,6 +1,8 @@
 //! Forwards the node's event log to the hub through the node's own stream (DESIGN.md §2.1,
 //! issue "hub side"): nothing is lost while offline, since events wait in the outbox like
-//! any message. The cursor (last forwarded event id) lives in the delivery store and moves
+//! any message. Batches travel on a lane of their own ([`EVENT_LANE`], with a small window
+//! in flight), so replies to commands go ahead of an event backlog; the hub keeps events
+//! by (node, id), so their order across batches does not matter. The cursor (last forwarded event id) lives in the delivery store and moves
 //! in the same transaction that queues the batch, so a crash neither skips nor repeats a
 //! batch; the hub also ignores an event it has (node, id) already. Facts (`hello`) are
 //! re-sent when they change.
@@ -8,9 +10,13 @@
 use super::Node;
 use anyhow::Result;
 use reeve_delivery::envelope::{Content, Request, Sequenced, authorize, seal};
+use reeve_delivery::lane::Lane;
 use rusqlite::OptionalExtension;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The lane of the node's stream that carries its event batches.
+pub(crate) const EVENT_LANE: Lane = Lane::Unordered;
 
 /// Events per message.
 const BATCH: u32 = 500;
@@ -97,10 +103,11 @@ async fn forward_once(node: &Arc<Node>) -> Result<Option<bool>> {
         node.now().saturating_add(super::REPLY_TTL_MS),
     );
     r.method_timeout_ms = None;
+    r.unordered = true;
     let own = node.own();
     let key = own.key.clone();
     let auth = authorize(&r, &key)?;
-    let stream = own.stream();
+    let stream = own.stream().on(EVENT_LANE);
     node.writer
         .run(move |s| {
             if cursor(s).map_err(|e| reeve_delivery::store::StoreError::Sql { what: "read cursor", source: e })? != after {

@@ -338,7 +338,15 @@ impl Node {
     /// good and the node forgets the hub and deletes its key. Waits up to `wait` for that;
     /// returns false if the hub has not confirmed yet (the leave then completes whenever
     /// it does).
+    ///
+    /// Event batches travel on a lane of their own, which the hub stops taking once it
+    /// removed the node: the leave is queued after the batches queued so far were
+    /// acknowledged, or after half of `wait` when the hub cannot be reached (then the
+    /// batches still in flight may be refused).
     pub async fn leave(self: &Arc<Self>, wait: std::time::Duration) -> Result<bool> {
+        let started = std::time::Instant::now();
+        self.drain_events(wait / 2).await?;
+        let wait = wait.saturating_sub(started.elapsed());
         let (r, stream, seal) = self.own_request("leave", json!({}), None)?;
         let seq = self
             .writer
@@ -356,6 +364,23 @@ impl Node {
             Ok(Ok(r)) => r.map(|()| true),
             Ok(Err(e)) => Err(anyhow::anyhow!("leave: {e}")),
             Err(_) => Ok(false),
+        }
+    }
+
+    /// Waits (at most `within`) until the hub acknowledged every event batch queued so far.
+    async fn drain_events(&self, within: std::time::Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        let events = self.own().stream().on(forward::EVENT_LANE);
+        let e = events.clone();
+        let target = self.writer.run(move |st| st.last_seq(&e)).await?;
+        loop {
+            let e = events.clone();
+            if self.writer.run(move |st| st.acked(&e)).await? >= target
+                || tokio::time::Instant::now() >= deadline
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 

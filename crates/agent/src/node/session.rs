@@ -5,7 +5,7 @@
 use super::keepalive::{self, Action, Keepalive};
 use super::lanes::Job;
 use super::wire::{SEND_TIMEOUT, WsTransport};
-use super::{Node, identity, transport};
+use super::{Node, forward, identity, transport};
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use reeve_delivery::envelope::{Payload, StreamId};
@@ -24,6 +24,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// Messages in flight towards the hub.
 const WINDOW: usize = 256;
+/// Event batches in flight towards the hub (their own lane, `forward.rs`): a few keep a
+/// backlog moving at several thousand events per second even over a 600 ms round trip,
+/// and hold at most ~1 MB ahead of a reply on the link.
+const EVENT_WINDOW: usize = 4;
 /// First retransmission timeout (a new connection resends at once; see the hub's).
 const RTO_MS: u64 = 30_000;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -157,6 +161,7 @@ type Arrival = Result<(StreamId, u64), WriterError>;
 
 async fn serve(node: &Arc<Node>, link: &mut impl Transport) -> Result<()> {
     let mut out = Outgoing::new(node.out_stream(), node.writer.clone(), WINDOW, RTO_MS)
+        .with_lane_window(forward::EVENT_LANE, EVENT_WINDOW, RTO_MS)
         .with_owner(node.key());
     out.resume().await?;
     out.on_reconnect();
