@@ -1,7 +1,9 @@
 //! The hub's identity, created on first start in its data directory: its Ed25519 key
 //! (`hub.key`, mode 0600: nodes pin it at join) and a self-signed TLS certificate
-//! (`tls-cert.der`, `tls-key.der`). Trust never depends on the certificate (nodes pin the
-//! key and prove it in the relay handshake); TLS keeps the traffic private.
+//! (`tls-cert.der`, `tls-key.der`). Nodes' trust never depends on the certificate (they pin
+//! the key and prove it in the relay handshake); TLS keeps the traffic private. Operators'
+//! API calls carry a token, so the CLI pins the certificate itself (its SHA-256, which
+//! `reeve hub` and `reeve hub cert-fingerprint` print): it is made once and kept.
 
 use anyhow::{Context, Result};
 use reeve_delivery::keys::KeyPair;
@@ -52,6 +54,31 @@ pub fn load_key(dir: &Path) -> Result<KeyPair> {
         .with_context(|| format!("{} is not a reeve key", key_path.display()))
 }
 
+/// The TLS certificate's file in a data directory.
+pub const TLS_CERT: &str = "tls-cert.der";
+
+/// The hub's TLS certificate (DER) in `dir`, which must exist (the hub makes it at its
+/// first start).
+pub fn read_tls_cert(dir: &Path) -> Result<Vec<u8>> {
+    let path = dir.join(TLS_CERT);
+    std::fs::read(&path).with_context(|| {
+        format!(
+            "cannot read the hub's TLS certificate {} (a hub makes it at its first start)",
+            path.display()
+        )
+    })
+}
+
+/// The hub's TLS certificate (DER) in `dir`, made with the rest of the identity if missing.
+pub fn ensure_tls_cert(dir: &Path) -> Result<Vec<u8>> {
+    if dir.join(TLS_CERT).exists() {
+        read_tls_cert(dir)
+    } else {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(load_or_create(dir)?.cert_der)
+    }
+}
+
 /// Loads the identity from `dir`, creating what is missing.
 pub fn load_or_create(dir: &Path) -> Result<Identity> {
     let key_path = dir.join("hub.key");
@@ -62,7 +89,7 @@ pub fn load_or_create(dir: &Path) -> Result<Identity> {
         write_private(&key_path, format!("{}\n", k.secret_base64()).as_bytes())?;
         k
     };
-    let (cert_path, cert_key_path) = (dir.join("tls-cert.der"), dir.join("tls-key.der"));
+    let (cert_path, cert_key_path) = (dir.join(TLS_CERT), dir.join("tls-key.der"));
     if !cert_path.exists() || !cert_key_path.exists() {
         let names = vec!["localhost".to_string(), "reeve-hub".to_string()];
         let ck = rcgen::generate_simple_self_signed(names)

@@ -175,8 +175,9 @@ pub async fn run(a: DevArgs) -> Result<ExitCode> {
     .await
     .context("cannot start the hub (is another reeve dev running? --hub-port/--http-port pick other ports)")?;
     let http = hub.http_addr.context("no HTTP listener")?;
+    let cert = crate::hub_cmds::cert_fingerprint(&dir.join("hub"))?;
     step(&format!(
-        "hub on {} (key {})",
+        "hub on {} (key {}, certificate {cert})",
         hub.url,
         hub.hub.public_key().fingerprint()
     ));
@@ -267,7 +268,7 @@ pub async fn run(a: DevArgs) -> Result<ExitCode> {
     write_private(
         &env_file,
         &format!(
-            "export REEVE_HUB=https://127.0.0.1:{}\nexport REEVE_TOKEN={token}\nexport REEVE_KEY={}\nexport REEVE_SOCKET={}\n",
+            "export REEVE_HUB=https://127.0.0.1:{}\nexport REEVE_HUB_CERT={cert}\nexport REEVE_TOKEN={token}\nexport REEVE_KEY={}\nexport REEVE_SOCKET={}\n",
             a.hub_port,
             dir.join("keys/dev.key").display(),
             socket.display()

@@ -1,10 +1,13 @@
 //! Commands that talk to the hub's API as an operator: `reeve send`, `nodes`, `messages`,
 //! `errors`. The hub URL, API token and signing key come from flags or `REEVE_HUB`,
-//! `REEVE_TOKEN`, `REEVE_KEY`.
+//! `REEVE_TOKEN`, `REEVE_KEY`; the hub's certificate is pinned by `REEVE_HUB_CERT` or
+//! trusted on first use (`hub_trust.rs`).
 
+use crate::hub_trust::HubApi;
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use reeve_agent::node::transport::{self, Call};
+use reeve_agent::node::cert_pin::CertFingerprint;
+use reeve_agent::node::transport::Call;
 use reeve_delivery::envelope::{Request, authorize};
 use reeve_hub::api::settled;
 use serde_json::{Value, json};
@@ -27,12 +30,18 @@ pub struct HubConn {
     /// The operator's API token (from `reeve hub operator add`).
     #[arg(long, env = "REEVE_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// The SHA-256 fingerprint of the hub's TLS certificate (`reeve hub cert-fingerprint`
+    /// prints it): nothing is sent unless the hub presents that certificate. Without it the
+    /// certificate is trusted on first use and recorded in $XDG_CONFIG_HOME/reeve/known_hubs
+    /// (~/.config/reeve/known_hubs); a hub presenting another one later is refused.
+    #[arg(long, env = "REEVE_HUB_CERT", value_name = "SHA256", global = true)]
+    pub hub_cert: Option<CertFingerprint>,
     /// HTTP CONNECT proxy to reach the hub through.
     #[arg(long, env = "REEVE_HUB_PROXY", global = true)]
     pub proxy: Option<String>,
     /// The connection, opened at the first call and kept for the next.
     #[arg(skip)]
-    api: Arc<tokio::sync::Mutex<Option<transport::ApiConn>>>,
+    api: Arc<tokio::sync::Mutex<Option<HubApi>>>,
 }
 
 impl HubConn {
@@ -57,12 +66,15 @@ impl HubConn {
             bearer,
         };
         let mut api = self.api.lock().await;
-        let conn =
-            api.get_or_insert_with(|| transport::ApiConn::new(&self.hub, self.proxy.as_deref()));
-        let (status, v) = conn
-            .call(call)
-            .await
-            .with_context(|| format!("cannot reach the hub at {}", self.hub))?;
+        if api.is_none() {
+            *api = Some(HubApi::new(
+                &self.hub,
+                self.proxy.as_deref(),
+                self.hub_cert,
+            )?);
+        }
+        let conn = api.as_mut().context("internal: no connection to the hub")?;
+        let (status, v) = conn.call(call).await?;
         if !(200..300).contains(&status) {
             let why = v
                 .get("error")

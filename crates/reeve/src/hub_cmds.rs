@@ -1,10 +1,11 @@
 //! `reeve hub`: run the hub, and local administration of its data directory (join tokens,
-//! operators, backup and restore).
+//! operators, backup and restore, the certificate's fingerprint operators pin).
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+use reeve_agent::node::cert_pin::CertFingerprint;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// `reeve hub …`.
@@ -58,6 +59,20 @@ pub enum HubSub {
     /// Operators: who may use the API, with which role and key.
     #[command(subcommand)]
     Operator(OperatorCmd),
+    /// Print the SHA-256 fingerprint of the hub's TLS certificate: operators pin it
+    /// (REEVE_HUB_CERT or --hub-cert), so their API token goes to this hub and nobody
+    /// in between.
+    #[command(
+        after_help = "Example (on the hub's machine): reeve hub cert-fingerprint --data-dir /var/lib/reeve-hub
+then, on the operator's: export REEVE_HUB_CERT=sha256:…"
+    )]
+    CertFingerprint {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Back up the data directory (database, key, certificate) into one tar file; works
     /// while the hub runs.
     #[command(
@@ -133,7 +148,8 @@ pub enum TokenCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum OperatorCmd {
-    /// Add (or update) an operator; prints their API token.
+    /// Add (or update) an operator; prints their API token (and, on stderr, the hub
+    /// certificate's fingerprint to pin: REEVE_HUB_CERT).
     #[command(
         after_help = "Example: reeve key create alice && reeve hub operator add alice --role operator --key alice.pub"
     )]
@@ -245,20 +261,33 @@ pub async fn run(cmd: HubCmd) -> Result<ExitCode> {
                 Some(p) => Some(crate::key_cmds::read_public(&p)?.to_base64()),
                 None => None,
             };
-            let token = reeve_hub::admin::add_operator(
-                &default_data_dir(dir.data_dir),
-                &name,
-                &role,
-                key.as_deref(),
-            )?;
+            let dir = default_data_dir(dir.data_dir);
+            let token = reeve_hub::admin::add_operator(&dir, &name, &role, key.as_deref())?;
+            let cert = CertFingerprint::of(&reeve_hub::identity::ensure_tls_cert(&dir)?);
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"name": name, "role": role, "token": token})
+                    serde_json::json!({"name": name, "role": role, "token": token, "hub_cert": cert.to_string()})
                 );
             } else {
                 println!("{token}");
                 eprintln!("API token of {name} ({role}); keep it secret. Use it as REEVE_TOKEN.");
+                eprintln!(
+                    "The hub's certificate, for the CLI to pin (not secret):\nexport REEVE_HUB_CERT={cert}"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(HubSub::CertFingerprint { dir, json }) => {
+            let dir = default_data_dir(dir.data_dir);
+            let cert = cert_fingerprint(&dir)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"hub_cert": cert.to_string(), "file": dir.join(reeve_hub::identity::TLS_CERT)})
+                );
+            } else {
+                println!("{cert}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -361,10 +390,18 @@ pub async fn run(cmd: HubCmd) -> Result<ExitCode> {
     }
 }
 
+/// The fingerprint of the TLS certificate of the hub in `dir` (which must have one).
+pub fn cert_fingerprint(dir: &Path) -> Result<CertFingerprint> {
+    Ok(CertFingerprint::of(&reeve_hub::identity::read_tls_cert(
+        dir,
+    )?))
+}
+
 async fn serve(args: HubRunArgs) -> Result<ExitCode> {
     crate::cli::init_tracing("text", &args.log_level);
+    let data_dir = default_data_dir(args.data_dir);
     let config = reeve_hub::Config {
-        data_dir: default_data_dir(args.data_dir),
+        data_dir: data_dir.clone(),
         listen: args.listen,
         http: args.http,
         url: args.url,
@@ -379,10 +416,11 @@ async fn serve(args: HubRunArgs) -> Result<ExitCode> {
         .await
         .context("cannot start the hub")?;
     eprintln!(
-        "reeve hub {} listening on https://{} (key {}){}",
+        "reeve hub {} listening on https://{} (key {}, certificate {}){}",
         env!("CARGO_PKG_VERSION"),
         running.tls_addr,
         running.hub.public_key().fingerprint(),
+        cert_fingerprint(&data_dir)?,
         running
             .http_addr
             .map(|a| format!(", http://{a}"))

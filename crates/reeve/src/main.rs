@@ -7,6 +7,7 @@ mod fleet_cmds;
 mod format;
 mod hub_clock;
 mod hub_cmds;
+mod hub_trust;
 mod key_cmds;
 mod module_cmds;
 mod module_tools;

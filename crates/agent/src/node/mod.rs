@@ -10,9 +10,11 @@
 //! never started run, and fenced ones are collected or answered `interrupted`.
 //!
 //! Files: [`identity`] (`node.toml`, `node.key`), [`transport`] (TCP/proxy/TLS/WebSocket),
+//! [`cert_pin`] (the hub certificate's fingerprint, pinned by the operator's API calls),
 //! [`wire`] (that WebSocket as a delivery transport),
 //! [`session`] (handshake and the link loop), [`methods`], [`runner`].
 
+pub mod cert_pin;
 pub mod enrol;
 pub mod forward;
 pub mod hub_key;

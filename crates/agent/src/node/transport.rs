@@ -1,12 +1,15 @@
 //! The relay transport's bytes: TCP to the hub (through an HTTP CONNECT proxy when one is
 //! configured), TLS, then a WebSocket to `/relay` or one HTTP request (join). The TLS
 //! certificate is not what the node trusts — it pins the hub's Ed25519 key and checks it
-//! in the first frames — so any certificate is accepted here (a proxy may terminate TLS).
+//! in the first frames — so the relay and the join accept any certificate (a proxy may
+//! terminate TLS). An operator's API calls ([`ApiConn`]) carry a bearer token, so they
+//! judge the certificate as told ([`ServerCert`]): pinned, or trusted on first use.
 
+use super::cert_pin::{CertFingerprint, CertMismatch, ServerCert};
 use anyhow::{Context, Result, anyhow, bail};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -19,7 +22,7 @@ use tokio_rustls::rustls::crypto::{
     CryptoProvider, verify_tls12_signature, verify_tls13_signature,
 };
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio_rustls::rustls::{self, DigitallySignedStruct, SignatureScheme};
+use tokio_rustls::rustls::{self, CertificateError, DigitallySignedStruct, SignatureScheme};
 
 /// The WebSocket to the hub.
 pub type Ws = tokio_tungstenite::WebSocketStream<TlsStream<TcpStream>>;
@@ -56,20 +59,61 @@ pub fn host_port(url: &str) -> Result<(String, String)> {
     Ok((host, addr))
 }
 
+/// Judges the hub's certificate: without a pin any is accepted (the relay and the join:
+/// trust comes from the hub's key, proven in the relay handshake or named by the join
+/// token); with one, only the certificate of that fingerprint. Either way it notes what was
+/// presented. The server's signature over the handshake is checked with the certificate's
+/// key in both cases, so a pinned certificate is one the server holds the key of.
 #[derive(Debug)]
-struct KeyPinnedElsewhere(Arc<CryptoProvider>);
+struct HubCertVerifier {
+    provider: Arc<CryptoProvider>,
+    pin: Option<CertFingerprint>,
+    presented: Mutex<Option<CertFingerprint>>,
+}
 
-impl ServerCertVerifier for KeyPinnedElsewhere {
+impl HubCertVerifier {
+    fn new(provider: Arc<CryptoProvider>, pin: Option<CertFingerprint>) -> Self {
+        Self {
+            provider,
+            pin,
+            presented: Mutex::new(None),
+        }
+    }
+
+    fn presented(&self) -> Option<CertFingerprint> {
+        self.presented.lock().ok().and_then(|p| *p)
+    }
+
+    /// The pin was not met, if that is why the handshake failed.
+    fn mismatch(&self, addr: &str) -> Option<CertMismatch> {
+        let (expected, presented) = (self.pin?, self.presented()?);
+        (expected != presented).then(|| CertMismatch {
+            addr: addr.to_string(),
+            expected,
+            presented,
+        })
+    }
+}
+
+impl ServerCertVerifier for HubCertVerifier {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
+        end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        // Trust comes from the pinned hub key, proven in the relay handshake.
-        Ok(ServerCertVerified::assertion())
+        let presented = CertFingerprint::of(end_entity.as_ref());
+        if let Ok(mut p) = self.presented.lock() {
+            *p = Some(presented);
+        }
+        match self.pin {
+            Some(pin) if pin != presented => Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            )),
+            _ => Ok(ServerCertVerified::assertion()),
+        }
     }
 
     fn verify_tls12_signature(
@@ -82,7 +126,7 @@ impl ServerCertVerifier for KeyPinnedElsewhere {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -96,22 +140,27 @@ impl ServerCertVerifier for KeyPinnedElsewhere {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
-fn connector() -> Result<TlsConnector> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn connector(verifier: Arc<HubCertVerifier>) -> Result<TlsConnector> {
+    let config = rustls::ClientConfig::builder_with_provider(verifier.provider.clone())
         .with_safe_default_protocol_versions()
         .context("TLS versions")?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(KeyPinnedElsewhere(provider)))
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     Ok(TlsConnector::from(Arc::new(config)))
 }
@@ -165,17 +214,31 @@ async fn tcp(addr: &str, proxy: Option<&str>) -> Result<TcpStream> {
     Ok(s)
 }
 
-/// TCP (via the proxy) and TLS to the hub at `url`.
+/// TCP (via the proxy) and TLS to the hub at `url`, whatever certificate it presents
+/// (for the relay and the join, whose trust is the hub's key).
 pub async fn tls(url: &str, proxy: Option<&str>) -> Result<TlsStream<TcpStream>> {
+    tls_verified(url, proxy, Arc::new(HubCertVerifier::new(provider(), None))).await
+}
+
+/// TCP (via the proxy) and TLS to the hub at `url`, its certificate judged by `verifier`;
+/// a certificate refused for not being the pinned one fails with [`CertMismatch`].
+async fn tls_verified(
+    url: &str,
+    proxy: Option<&str>,
+    verifier: Arc<HubCertVerifier>,
+) -> Result<TlsStream<TcpStream>> {
     let (host, addr) = host_port(url)?;
     let fut = async {
         let tcp = tcp(&addr, proxy).await?;
         let name = ServerName::try_from(host.clone())
             .with_context(|| format!("bad host name {host:?}"))?;
-        connector()?
-            .connect(name, tcp)
-            .await
-            .with_context(|| format!("TLS with {addr} failed"))
+        match connector(verifier.clone())?.connect(name, tcp).await {
+            Ok(s) => Ok(s),
+            Err(e) => match verifier.mismatch(&addr) {
+                Some(m) => Err(m.into()),
+                None => Err(anyhow::Error::new(e).context(format!("TLS with {addr} failed"))),
+            },
+        }
     };
     tokio::time::timeout(CONNECT_TIMEOUT, fut)
         .await
@@ -218,24 +281,27 @@ pub struct Call<'a> {
     pub bearer: Option<&'a str>,
 }
 
-/// One JSON request to the hub's API over `https://` (or `http://` on loopback); returns
+/// One JSON request to the hub's API over `https://` (or `http://` on loopback), whatever
+/// certificate the hub presents (for the join, which checks the hub's key named by its
+/// token; an operator's calls go through an [`ApiConn`] that pins the certificate); returns
 /// the status and the JSON body.
 pub async fn request(
     url: &str,
     proxy: Option<&str>,
     call: Call<'_>,
 ) -> Result<(u16, serde_json::Value)> {
-    ApiConn::new(url, proxy).call(call).await
+    ApiConn::new(url, proxy, ServerCert::Any).call(call).await
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<hyper::body::Bytes>>;
 
 /// A connection to the hub's API kept open across calls (HTTP/1.1 keep-alive): a CLI
 /// command that makes several calls pays for one TCP and TLS handshake. It reconnects
-/// when the hub closed it.
+/// when the hub closed it, judging the hub's certificate each time as told.
 pub struct ApiConn {
     url: String,
     proxy: Option<String>,
+    cert: ServerCert,
     sender: Option<Sender>,
 }
 
@@ -243,26 +309,42 @@ impl std::fmt::Debug for ApiConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiConn")
             .field("url", &self.url)
+            .field("cert", &self.cert)
             .field("open", &self.sender.is_some())
             .finish()
     }
 }
 
 impl ApiConn {
-    /// A connection to the hub at `url` (through `proxy`), opened at the first call.
-    pub fn new(url: &str, proxy: Option<&str>) -> Self {
+    /// A connection to the hub at `url` (through `proxy`), opened at the first call, that
+    /// judges the hub's certificate by `cert` (an `http://` URL has none).
+    pub fn new(url: &str, proxy: Option<&str>, cert: ServerCert) -> Self {
         Self {
             url: url.to_string(),
             proxy: proxy.map(str::to_string),
+            cert,
             sender: None,
         }
     }
 
-    async fn connect(&self) -> Result<Sender> {
+    async fn connect(&mut self) -> Result<Sender> {
         let (_, addr) = host_port(&self.url)?;
         let proxy = self.proxy.as_deref();
         if self.url.starts_with("https://") {
-            let stream = tls(&self.url, proxy).await?;
+            let pin = match &self.cert {
+                ServerCert::Pinned(p) => Some(*p),
+                ServerCert::Any | ServerCert::FirstUse(_) => None,
+            };
+            let verifier = Arc::new(HubCertVerifier::new(provider(), pin));
+            let stream = tls_verified(&self.url, proxy, verifier.clone()).await?;
+            if let ServerCert::FirstUse(record) = &mut self.cert {
+                // Before any request: a certificate that cannot be recorded is not used.
+                let seen = verifier
+                    .presented()
+                    .context("internal: the hub presented no certificate")?;
+                record(&seen)?;
+                self.cert = ServerCert::Pinned(seen);
+            }
             let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
                 .context("HTTP handshake")?;

@@ -94,12 +94,36 @@ fn reeve_dev_brings_everything_up_and_ctrl_c_stops_it() {
     );
     let env = std::fs::read_to_string(dir.path().join("dev/env")).expect("env file");
     assert!(env.contains(&token));
-    let nodes = Command::new(reeve_bin())
-        .args(["nodes", "--json"])
-        .env("REEVE_HUB", format!("https://127.0.0.1:{hub}"))
-        .env("REEVE_TOKEN", &token)
+    // The CLI with what the env file exports (the hub's certificate pinned by it): no
+    // trust on first use, nothing written to the known hubs file.
+    let cert = Command::new(reeve_bin())
+        .args(["hub", "cert-fingerprint", "--data-dir"])
+        .arg(dir.path().join("dev/hub"))
         .bounded_output()
-        .expect("reeve nodes");
+        .expect("cert-fingerprint");
+    let cert = String::from_utf8_lossy(&cert.stdout).trim().to_string();
+    assert!(
+        env.contains(&format!("export REEVE_HUB_CERT={cert}\n")),
+        "{env}"
+    );
+    let mut cli = Command::new(reeve_bin());
+    cli.args(["nodes", "--json"])
+        .env_remove("REEVE_HUB_CERT")
+        .env("XDG_CONFIG_HOME", dir.path().join("config"));
+    for line in env.lines() {
+        let (k, v) = line
+            .strip_prefix("export ")
+            .and_then(|kv| kv.split_once('='))
+            .unwrap_or_else(|| panic!("env file line {line:?}"));
+        cli.env(k, v);
+    }
+    let nodes = cli.bounded_output().expect("reeve nodes");
+    assert!(
+        !String::from_utf8_lossy(&nodes.stderr).contains("first use"),
+        "{}",
+        String::from_utf8_lossy(&nodes.stderr)
+    );
+    assert!(!dir.path().join("config/reeve/known_hubs").exists());
     let list: serde_json::Value = serde_json::from_slice(&nodes.stdout).expect("json");
     assert_eq!(list[0]["name"], "dev", "{list}");
     assert_eq!(list[0]["online"], true, "{list}");

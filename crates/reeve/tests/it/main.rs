@@ -12,6 +12,7 @@ mod dev;
 mod events_cli;
 mod fleet;
 mod hub_backup;
+mod hub_cert;
 mod key_rotation;
 mod lanes;
 mod metrics;

@@ -21,12 +21,25 @@ pub struct Hub {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
     pub url: String,
+    /// The fingerprint of its TLS certificate, as its start-up line printed it: what the
+    /// CLI pins (`REEVE_HUB_CERT`) in [`Hub::as_op`].
+    pub cert: String,
     addr: Option<String>,
 }
 
 impl Hub {
     /// Starts a hub on a free port.
     pub fn start() -> Self {
+        Self::start_at(None)
+    }
+
+    /// Starts a new hub (its own data directory, so its own certificate) on `addr`
+    /// (host:port), e.g. where another one ran.
+    pub fn start_on(addr: &str) -> Self {
+        Self::start_at(Some(addr.to_string()))
+    }
+
+    fn start_at(addr: Option<String>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("reeve-hub-it")
             .tempdir()
@@ -35,10 +48,16 @@ impl Hub {
             dir,
             child: None,
             url: String::new(),
-            addr: None,
+            cert: String::new(),
+            addr,
         };
         h.restart();
         h
+    }
+
+    /// Where it listens (host:port).
+    pub fn addr(&self) -> &str {
+        self.addr.as_deref().expect("started")
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -65,17 +84,28 @@ impl Hub {
             {
                 if let Some(rest) = line.split("listening on https://").nth(1) {
                     let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
+                    let cert = rest
+                        .split("certificate ")
+                        .nth(1)
+                        .and_then(|c| c.split(')').next())
+                        .unwrap_or("")
+                        .to_string();
+                    let _ = tx.send((addr, cert));
                 } else {
                     eprintln!("hub: {line}");
                 }
             }
         });
-        let addr = rx
+        let (addr, cert) = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("the hub printed its address");
+        assert!(
+            cert.starts_with("sha256:"),
+            "no certificate in its start-up line"
+        );
         self.url = format!("https://{addr}");
         self.addr = Some(addr);
+        self.cert = cert;
         self.child = Some(child);
     }
 
@@ -164,17 +194,26 @@ impl Hub {
             .to_string()
     }
 
-    /// `reeve ARGS…` as operator `op`.
-    pub fn as_op(&self, op: &Operator, args: &[&str]) -> Output {
-        Command::new(reeve_bin())
-            .args(args)
-            .env("REEVE_HUB", &self.url)
+    /// `reeve` as operator `op`, the hub's certificate pinned (`REEVE_HUB_CERT`), to run.
+    pub fn op_command(&self, op: &Operator) -> Command {
+        let mut c = Command::new(reeve_bin());
+        c.env("REEVE_HUB", &self.url)
             .env("REEVE_TOKEN", &op.token)
             .env("REEVE_KEY", &op.key)
+            .env("REEVE_HUB_CERT", &self.cert)
             // The CLI's cache of the hub's clock: this hub's own (another test's hub may
             // have had the same port, under a fake clock).
             .env("XDG_CACHE_HOME", self.dir.path().join("cli-cache"))
-            .stdin(Stdio::null())
+            // Its known hubs file too (never root's own), should a test trust on first use.
+            .env("XDG_CONFIG_HOME", self.dir.path().join("cli-config"))
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// `reeve ARGS…` as operator `op`.
+    pub fn as_op(&self, op: &Operator, args: &[&str]) -> Output {
+        self.op_command(op)
+            .args(args)
             .bounded_output()
             .expect("run reeve")
     }
