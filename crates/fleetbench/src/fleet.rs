@@ -108,6 +108,13 @@ impl HubProc {
         })
     }
 
+    /// Its TLS certificate's fingerprint, for the CLI's `REEVE_HUB_CERT` (the CLI pins the
+    /// certificate; each scenario's hub makes a new one, possibly on a port used before).
+    pub fn cert_pin(&self) -> Result<String> {
+        let der = reeve_hub::identity::read_tls_cert(&self.data_dir)?;
+        Ok(reeve_agent::node::cert_pin::CertFingerprint::of(&der).to_string())
+    }
+
     /// The hub's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -86,11 +86,13 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
     }
     // The real CLI, once: signs, POSTs, then long-polls each id (one TLS connection each).
     let to = names.join(",");
+    let pin = fleet.hub.cert_pin()?;
     let t = Instant::now();
     let out = Command::new(&ctx.bins.reeve)
         .args(["send", "--json", "--to", &to, "ops.ps"])
         .env("REEVE_HUB", &fleet.hub.url)
         .env("REEVE_TOKEN", &fleet.op.token)
+        .env("REEVE_HUB_CERT", &pin)
         .env("REEVE_KEY", &fleet.op.key_file)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -88,6 +88,7 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
 
     // 1. The CLI, as a user runs it.
     let n_cli = ctx.size(20, 200);
+    let pin = hub.cert_pin()?;
     let mut cli = Vec::new();
     for i in 0..n_cli + 3 {
         let t = Instant::now();
@@ -95,6 +96,7 @@ pub async fn run(ctx: &Ctx) -> Result<Outcome> {
             .args(["send", "--to", "n1", "exec", "--", "true"])
             .env("REEVE_HUB", &hub.url)
             .env("REEVE_TOKEN", &op.token)
+            .env("REEVE_HUB_CERT", &pin)
             .env("REEVE_KEY", &op.key_file)
             .stdin(Stdio::null())
             .output()
