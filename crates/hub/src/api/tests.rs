@@ -283,27 +283,40 @@ async fn metrics_count_requests_by_route_and_need_no_token() {
     );
 }
 
+/// POSTs `body` as JSON to `uri`, with `token` as the bearer when given: status and text.
+async fn post_body(
+    app: Router,
+    uri: String,
+    token: Option<String>,
+    body: Vec<u8>,
+) -> (StatusCode, String) {
+    let mut req = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("content-type", "application/json");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req.body(Body::from(body)).expect("request");
+    let resp = app.oneshot(req).await.expect("answer");
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
 #[tokio::test]
 async fn send_reads_large_bodies_of_operators_only() {
     let f = fixture();
     let op = crate::admin::add_operator(f._dir.path(), "ops", "operator", None).expect("op");
     let post = |token: &str, body: Vec<u8>| {
-        let req = Request::builder()
-            .method("POST")
-            .uri("/api/v1/messages?wait=1")
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/json")
-            .body(Body::from(body))
-            .expect("request");
-        let app = f.app.clone();
-        async move {
-            let resp = app.oneshot(req).await.expect("answer");
-            let status = resp.status();
-            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-                .await
-                .expect("body");
-            (status, String::from_utf8_lossy(&bytes).into_owned())
-        }
+        post_body(
+            f.app.clone(),
+            "/api/v1/messages?wait=1".into(),
+            Some(token.to_string()),
+            body,
+        )
     };
     // 10,000 requests of about 1.1 KiB (11 MiB): read whole and judged, not cut off at
     // the default 2 MiB.
@@ -330,23 +343,12 @@ async fn other_bodies_are_read_after_the_token_and_kept_small() {
     let f = fixture();
     let op = crate::admin::add_operator(f._dir.path(), "ops", "operator", None).expect("op");
     let post = |uri: &str, token: Option<&str>, body: Vec<u8>| {
-        let mut req = Request::builder()
-            .method("POST")
-            .uri(uri)
-            .header("content-type", "application/json");
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let req = req.body(Body::from(body)).expect("request");
-        let app = f.app.clone();
-        async move {
-            let resp = app.oneshot(req).await.expect("answer");
-            let status = resp.status();
-            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-                .await
-                .expect("body");
-            (status, String::from_utf8_lossy(&bytes).into_owned())
-        }
+        post_body(
+            f.app.clone(),
+            uri.to_string(),
+            token.map(str::to_string),
+            body,
+        )
     };
     let big = vec![b' '; 3 << 20];
     // Without a token, or with a viewer's, the body is never judged.
