@@ -37,6 +37,12 @@ pub enum Frame {
     },
 }
 
+/// One lane's sliding window: `window` in flight, retransmission after `rto_ms`, backing
+/// off to 64 times that.
+fn lane_window(window: usize, rto_ms: u64) -> WindowSender {
+    WindowSender::new(window, rto_ms, rto_ms.saturating_mul(64))
+}
+
 /// The owner side towards one receiver: a sliding window per lane ([`crate::lane`]),
 /// served priority lane first.
 pub struct Outgoing {
@@ -56,10 +62,7 @@ impl Outgoing {
     pub fn new(stream: StreamId, writer: Writer, window: usize, rto_ms: u64) -> Self {
         let lanes = Lane::ALL
             .into_iter()
-            .map(|lane| {
-                let w = WindowSender::new(window, rto_ms, rto_ms.saturating_mul(64));
-                (stream.on(lane), w)
-            })
+            .map(|lane| (stream.on(lane), lane_window(window, rto_ms)))
             .collect();
         Self {
             writer,
@@ -75,7 +78,7 @@ impl Outgoing {
     pub fn with_lane_window(mut self, lane: Lane, window: usize, rto_ms: u64) -> Self {
         for (s, w) in &mut self.lanes {
             if s.lane == lane {
-                *w = WindowSender::new(window, rto_ms, rto_ms.saturating_mul(64));
+                *w = lane_window(window, rto_ms);
             }
         }
         self
