@@ -93,6 +93,14 @@ impl KeyPair {
         })
     }
 
+    /// The key pair whose secret seed is `seed` (for keys derived from a shared secret,
+    /// like a join token's).
+    pub(crate) fn from_seed(seed: &[u8; 32]) -> Self {
+        Self {
+            signing: SigningKey::from_bytes(seed),
+        }
+    }
+
     /// Reads the base64 secret seed (as written by [`Self::secret_base64`]).
     pub fn from_secret_base64(s: &str) -> Result<Self, KeyError> {
         let bytes = B64.decode(s.trim()).map_err(|e| KeyError::Invalid {

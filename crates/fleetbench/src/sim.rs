@@ -155,11 +155,13 @@ impl SimNode {
         }))
     }
 
-    /// Enrols through `POST /api/v1/join` with the one-time token `token` (its secret).
+    /// Enrols through `POST /api/v1/join` with the one-time token `token` (proved, not sent).
     pub async fn join(&self, api: &mut crate::fleet::Api, token: &str) -> Result<()> {
         let t = reeve_delivery::join::JoinToken::decode(token)?;
+        let key = self.key.public().to_base64();
+        let p = t.prove(&self.name, &key)?;
         let body =
-            json!({"secret": t.secret(), "node": self.name, "key": self.key.public().to_base64()});
+            json!({"node": self.name, "key": key, "token_key": p.token_key, "proof": p.proof});
         let (status, answer) = api.call("POST", "/api/v1/join", Some(&body)).await?;
         if status != 200 {
             bail!("join {}: {status} {answer}", self.name);

@@ -33,7 +33,8 @@ pub fn create_token(dir: &Path, url: &str, ttl_ms: u64) -> Result<JoinToken> {
         &id.key.public().fingerprint(),
         now.saturating_add(ttl_ms),
     )?;
-    c.add_join_token(&db::digest(token.secret()), now, token.expires_at_ms)?;
+    let key = token.public_key()?.to_base64();
+    c.add_join_token(&db::digest(&token.secret), &key, now, token.expires_at_ms)?;
     Ok(token)
 }
 

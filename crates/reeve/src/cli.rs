@@ -266,7 +266,7 @@ pub enum AgentSub {
         #[arg(long)]
         force: bool,
     },
-    /// Enrol this node at a hub with a one-time token (pins the hub's key). Restart the agent to connect.
+    /// Enrol this node at a hub with a one-time token (pins the hub's key; the token's secret is proved, never sent). Restart the agent to connect.
     #[command(after_help = "Example: reeve agent join --token reeve1.… --name edge-17")]
     Join {
         #[command(flatten)]

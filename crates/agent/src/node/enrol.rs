@@ -1,11 +1,14 @@
 //! `reeve agent join`: enrols this node at a hub with a one-time token and pins the hub's
-//! key. The token names the hub key's fingerprint, so the hub is checked before the token's
-//! secret is sent, and again in the answer: no trust on first use.
+//! key. The token names the hub key's fingerprint, so the hub is checked before anything is
+//! sent, and again in its signed answer: no trust on first use. The token's secret never
+//! leaves this machine: the node sends a signature by the key it seeds, bound to the hub,
+//! this node's name and key (see `reeve_delivery::join`), so whoever sits between the node
+//! and the hub can neither enrol another key with it nor alter the hub's time.
 
 use super::identity::{self, NodeFile};
 use super::transport::{self, Call};
 use anyhow::{Context, Result, bail};
-use reeve_delivery::join::JoinToken;
+use reeve_delivery::join::{self, JoinToken};
 use reeve_delivery::keys::PublicKey;
 use serde_json::json;
 use std::path::Path;
@@ -77,7 +80,9 @@ pub async fn join(
         bail!("{url} does not answer like a reeve hub (HTTP {status})");
     }
     check(&hub_key_of(&health)?, &token, &url)?;
-    let body = json!({"secret": token.secret(), "node": name, "key": key.public().to_base64()});
+    let node_key = key.public().to_base64();
+    let p = token.prove(&name, &node_key)?;
+    let body = json!({"node": name, "key": node_key, "token_key": p.token_key, "proof": p.proof});
     let post = Call {
         method: "POST",
         path: "/api/v1/join",
@@ -94,6 +99,20 @@ pub async fn join(
     }
     let hub_key = hub_key_of(&answer)?;
     check(&hub_key, &token, &url)?;
+    let hub_ms = answer
+        .get("hub_time_ms")
+        .and_then(serde_json::Value::as_u64)
+        .context("the hub's answer has no hub_time_ms")?;
+    let signature = answer
+        .get("signature")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    if !join::joined_valid(&hub_key, &name, &node_key, hub_ms, signature) {
+        bail!(
+            "the answer from {url} is not signed by the hub's key {}: not joining (someone in the middle, or a hub older than this agent)",
+            token.hub
+        );
+    }
     let file = NodeFile {
         hub_url: Some(url),
         hub_key: Some(hub_key.to_base64()),
@@ -104,15 +123,10 @@ pub async fn join(
     }
     // The hub's time now is the floor of this node's clock from the start, so what it
     // sends before its first handshake is not dated 1970 on a clockless machine.
-    if let Some(hub_ms) = answer
-        .get("hub_time_ms")
-        .and_then(serde_json::Value::as_u64)
-    {
-        let path = data_dir.join("delivery.db");
-        let mut store = reeve_delivery::store::DeliveryStore::open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        store.raise_clock_floor(hub_ms)?;
-    }
+    let path = data_dir.join("delivery.db");
+    let mut store = reeve_delivery::store::DeliveryStore::open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    store.raise_clock_floor(hub_ms)?;
     identity::save(data_dir, &file)?;
     Ok(file)
 }

@@ -11,6 +11,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
+use reeve_delivery::join;
 use reeve_delivery::keys::PublicKey;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -20,18 +21,22 @@ use utoipa::{IntoParams, ToSchema};
 /// needs no token in the header, so it must stay cheap to refuse).
 const SMALL_BODY_LIMIT: usize = 64 << 10;
 
-/// Body of `POST /api/v1/join`.
+/// Body of `POST /api/v1/join`. The token's secret is not in it: the node proves the
+/// token with a signature by the key the secret seeds (see `reeve_delivery::join`).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinBody {
-    /// The join token's secret.
-    pub secret: String,
     /// The node's name: 1-63 lowercase letters, digits, '-', '.', '_', starting with a
     /// letter or digit; not `hub`.
     #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")]
     pub node: String,
     /// The node's public key (base64).
     pub key: String,
+    /// The join token key's public half (base64).
+    pub token_key: String,
+    /// The token key's Ed25519 signature (base64) over the JSON array
+    /// `[hub key fingerprint, node, key]`, domain `reeve-join-v1\0`.
+    pub proof: String,
 }
 
 /// Is `name` usable as a node name (it appears in paths and stream keys)?
@@ -54,6 +59,9 @@ pub struct Joined {
     pub hub_key: String,
     /// The hub's clock, ms since the epoch.
     pub hub_time_ms: u64,
+    /// The hub key's signature (base64) over the JSON array `[node, key, hub_time_ms]`,
+    /// domain `reeve-joined-v1\0`: the node takes the hub's time only with it.
+    pub signature: String,
 }
 
 /// Enrols a node with a one-time join token (`reeve agent join`).
@@ -77,7 +85,10 @@ pub(super) async fn join(State(hub): State<Arc<Hub>>, body: axum::body::Body) ->
         )));
     }
     let key = PublicKey::from_base64(&b.key).map_err(|e| invalid(format!("key: {e}")))?;
-    let (now, digest) = (now_ms(), db::digest(&b.secret));
+    let token_key =
+        PublicKey::from_base64(&b.token_key).map_err(|e| invalid(format!("token_key: {e}")))?;
+    let proved = join::proof_valid(&token_key, &hub.public_key(), &b.node, &b.key, &b.proof);
+    let (now, token64) = (now_ms(), token_key.to_base64());
     let (node, key64) = (b.node.clone(), key.to_base64());
     let outcome: Result<(), String> = hub
         .writer
@@ -87,8 +98,13 @@ pub(super) async fn join(State(hub): State<Arc<Hub>>, body: axum::body::Body) ->
                 f.log_error(now, Some(&node), "join_refused", why)?;
                 Ok(Err(why.to_string()))
             };
-            match f.join_token(&digest)? {
+            match f.join_token(&token64)? {
                 None => return refuse("unknown join token"),
+                // Checked after the lookup, so an unknown token reads as one whichever
+                // proof came with it.
+                Some(_) if !proved => {
+                    return refuse("the token's proof does not match this node, key and hub");
+                }
                 Some(db::JoinTokenRow { used_by: Some(by), .. }) => {
                     return refuse(&format!("this join token was used already (by {by})"));
                 }
@@ -101,7 +117,7 @@ pub(super) async fn join(State(hub): State<Arc<Hub>>, body: axum::body::Body) ->
                 return refuse(&format!("a node named {node} is enrolled with another key (reeve nodes remove NAME frees the name)"));
             }
             f.enrol_node(&node, &key64, now)?;
-            f.use_join_token(&digest, &node)?;
+            f.use_join_token(&token64, &node)?;
             Ok(Ok(()))
         })
         .await
@@ -110,10 +126,12 @@ pub(super) async fn join(State(hub): State<Arc<Hub>>, body: axum::body::Body) ->
     match outcome {
         Ok(()) => {
             hub.metrics.join("enrolled");
+            let hub_time_ms = now_ms();
             Ok(Json(Joined {
+                signature: join::sign_joined(&hub.key, &b.node, &b.key, hub_time_ms),
                 node: b.node,
                 hub_key: hub.public_key().to_base64(),
-                hub_time_ms: now_ms(),
+                hub_time_ms,
             })
             .into_response())
         }

@@ -375,3 +375,52 @@ async fn other_bodies_are_read_after_the_token_and_kept_small() {
     let counts = f.hub.read(|s| Ok(s.message_counts()?)).expect("counts");
     assert!(counts.is_empty(), "{counts:?}");
 }
+
+#[tokio::test]
+async fn a_join_proves_the_token_without_its_secret_and_binds_name_and_key() {
+    use reeve_delivery::join::joined_valid;
+    use reeve_delivery::keys::KeyPair;
+    let f = fixture();
+    let token = crate::admin::create_token(f._dir.path(), "https://h:1", 60_000).expect("token");
+    let node = KeyPair::generate().expect("key").public().to_base64();
+    let thief = KeyPair::generate().expect("key").public().to_base64();
+    let proof = token.prove("n1", &node).expect("proof");
+    let body = |name: &str, key: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "node": name, "key": key, "token_key": proof.token_key, "proof": proof.proof,
+        }))
+        .expect("json")
+    };
+    let join = |b: Vec<u8>| post_body(f.app.clone(), "/api/v1/join".into(), None, b);
+    // What a man in the middle saw, replayed with his key or another name: refused, and
+    // the token is still good.
+    for (name, key) in [("n1", thief.as_str()), ("n2", node.as_str())] {
+        let (status, text) = join(body(name, key)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+        assert!(text.contains("proof does not match"), "{text}");
+    }
+    // The old form, with the secret in it: refused as malformed, nothing used.
+    let old = serde_json::json!({"secret": token.secret, "node": "n1", "key": node});
+    let (status, text) = join(serde_json::to_vec(&old).expect("json")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    // The node's own request: enrolled, with an answer signed by the hub.
+    let (status, text) = join(body("n1", &node)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let time = answer["hub_time_ms"].as_u64().expect("hub time");
+    let sig = answer["signature"].as_str().expect("signature");
+    assert!(joined_valid(&f.hub.public_key(), "n1", &node, time, sig));
+    assert!(!joined_valid(
+        &f.hub.public_key(),
+        "n1",
+        &node,
+        time + 1,
+        sig
+    ));
+    let enrolled = f.hub.read(|s| Ok(s.node_key("n1")?)).expect("read");
+    assert_eq!(enrolled.as_deref(), Some(node.as_str()));
+    // Once only.
+    let (status, text) = join(body("n1", &node)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+    assert!(text.contains("used already"), "{text}");
+}

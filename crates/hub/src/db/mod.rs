@@ -124,12 +124,19 @@ pub trait FleetStore {
 
     // Join tokens.
 
-    /// Stores a new join token by the digest of its secret.
-    fn add_join_token(&self, digest: &str, created_ms: u64, expires_at_ms: u64) -> FleetResult<()>;
-    /// The join token with this digest.
-    fn join_token(&self, digest: &str) -> FleetResult<Option<JoinTokenRow>>;
-    /// Marks the join token with this digest used by `node`.
-    fn use_join_token(&self, digest: &str, node: &str) -> FleetResult<()>;
+    /// Stores a new join token: the digest of its secret (its row's name) and the public
+    /// half of its key (base64, what a node proves the token with).
+    fn add_join_token(
+        &self,
+        digest: &str,
+        key: &str,
+        created_ms: u64,
+        expires_at_ms: u64,
+    ) -> FleetResult<()>;
+    /// The join token whose key is `key` (base64).
+    fn join_token(&self, key: &str) -> FleetResult<Option<JoinTokenRow>>;
+    /// Marks the join token whose key is `key` used by `node`.
+    fn use_join_token(&self, key: &str, node: &str) -> FleetResult<()>;
 
     // Operators.
 

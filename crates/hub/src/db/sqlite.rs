@@ -180,19 +180,26 @@ impl FleetStore for Connection {
         retire_key(self, "hub_node_keys", name, old_key, new_key, until_ms)
     }
 
-    fn add_join_token(&self, digest: &str, created_ms: u64, expires_at_ms: u64) -> FleetResult<()> {
+    fn add_join_token(
+        &self,
+        digest: &str,
+        key: &str,
+        created_ms: u64,
+        expires_at_ms: u64,
+    ) -> FleetResult<()> {
         self.execute(
-            "INSERT INTO hub_tokens (digest, created_ms, expires_at_ms) VALUES (?1, ?2, ?3)",
-            params![digest, created_ms as i64, expires_at_ms as i64],
+            "INSERT INTO hub_tokens (digest, key, created_ms, expires_at_ms)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![digest, key, created_ms as i64, expires_at_ms as i64],
         )
         .map(drop)
         .map_err(fail("store the token"))
     }
 
-    fn join_token(&self, digest: &str) -> FleetResult<Option<JoinTokenRow>> {
+    fn join_token(&self, key: &str) -> FleetResult<Option<JoinTokenRow>> {
         self.query_row(
-            "SELECT expires_at_ms, used_by FROM hub_tokens WHERE digest = ?1",
-            params![digest],
+            "SELECT expires_at_ms, used_by FROM hub_tokens WHERE key = ?1",
+            params![key],
             |r| {
                 Ok(JoinTokenRow {
                     expires_at_ms: uint(r.get(0)?),
@@ -204,10 +211,10 @@ impl FleetStore for Connection {
         .map_err(fail("read token"))
     }
 
-    fn use_join_token(&self, digest: &str, node: &str) -> FleetResult<()> {
+    fn use_join_token(&self, key: &str, node: &str) -> FleetResult<()> {
         self.execute(
-            "UPDATE hub_tokens SET used_by = ?2 WHERE digest = ?1",
-            params![digest, node],
+            "UPDATE hub_tokens SET used_by = ?2 WHERE key = ?1",
+            params![key, node],
         )
         .map(drop)
         .map_err(fail("use token"))

@@ -13,6 +13,7 @@ mod events_cli;
 mod fleet;
 mod hub_backup;
 mod hub_cert;
+mod join_mitm;
 mod key_rotation;
 mod lanes;
 mod metrics;

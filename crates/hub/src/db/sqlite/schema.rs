@@ -64,6 +64,11 @@ const LATER: &[&str] = &[
     "ALTER TABLE hub_messages ADD COLUMN from_node INTEGER NOT NULL DEFAULT 0;
      UPDATE hub_messages SET from_node = 1
          WHERE sender IN (SELECT name FROM hub_nodes)",
+    // 4: the public half of each join token's key, which a node proves the token with
+    // instead of sending its secret. Tokens from before have none and cannot be used any
+    // more (they lived hours; the join refuses them as unknown).
+    "ALTER TABLE hub_tokens ADD COLUMN key TEXT;
+     CREATE UNIQUE INDEX hub_tokens_key ON hub_tokens (key)",
 ];
 
 /// The schema version this build brings the tables to.
@@ -300,6 +305,37 @@ mod tests {
             .expect("row")
         };
         assert_eq!((marked("from-node"), marked("from-op")), (1, 0));
+    }
+
+    #[test]
+    fn version_4_keeps_old_tokens_unusable_and_new_ones_found_by_key() {
+        use crate::db::FleetStore;
+        let c = Connection::open_in_memory().expect("open");
+        migrate_with(&c, &LATER[..2]).expect("to 3");
+        c.execute_batch(
+            "INSERT INTO hub_tokens (digest, created_ms, expires_at_ms, used_by)
+             VALUES ('old-unused', 1, 9, NULL), ('old-used', 1, 9, 'n1');",
+        )
+        .expect("rows of version 3");
+        migrate(&c).expect("to the latest");
+        let rows: i64 = c
+            .query_row(
+                "SELECT count(*) FROM hub_tokens WHERE key IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(rows, 2, "the old rows stay, without a key");
+        c.add_join_token("d1", "K1", 1, 9).expect("add");
+        c.add_join_token("d2", "K2", 1, 9).expect("add");
+        assert!(
+            c.add_join_token("d3", "K1", 1, 9).is_err(),
+            "one row per key"
+        );
+        c.use_join_token("K2", "n2").expect("use");
+        let t = |k: &str| c.join_token(k).expect("read").map(|t| t.used_by);
+        assert_eq!((t("K1"), t("K2")), (Some(None), Some(Some("n2".into()))));
+        assert_eq!(t("old-unused"), None, "found by key only");
     }
 
     #[test]
