@@ -158,7 +158,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS inbox (
     id TEXT PRIMARY KEY, key TEXT NOT NULL, seq INTEGER, envelope BLOB NOT NULL,
-    state TEXT NOT NULL DEFAULT 'ready');
+    state TEXT NOT NULL DEFAULT 'ready', fence_boot TEXT);
 ";
 
 /// The window of positions a receiver accepts ahead of its gap.
@@ -196,6 +196,24 @@ fn migrate_dead_letters(conn: &Connection) -> Result<()> {
     .map_err(q("migrate dead letters"))
 }
 
+/// Inboxes made before fences recorded their boot get the column (`NULL` for the rows
+/// already there: their fences are treated as of another boot).
+fn migrate_fence_boot(conn: &Connection) -> Result<()> {
+    let has: bool = conn
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('inbox') WHERE name = 'fence_boot'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(q("read inbox schema"))?
+        > 0;
+    if has {
+        return Ok(());
+    }
+    conn.execute_batch("ALTER TABLE inbox ADD COLUMN fence_boot TEXT")
+        .map_err(q("migrate inbox"))
+}
+
 impl DeliveryStore {
     /// Opens (creating) the store file.
     pub fn open(path: &Path) -> Result<Self> {
@@ -208,6 +226,7 @@ impl DeliveryStore {
             .map_err(q("busy timeout"))?;
         conn.execute_batch(SCHEMA).map_err(q("schema"))?;
         migrate_dead_letters(&conn)?;
+        migrate_fence_boot(&conn)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(Self { conn })
     }

@@ -539,10 +539,12 @@ impl Node {
             ),
             Decision::Allow(_) if methods::at_most_once(&request.method) => {
                 let dir = runner::run_dir(&self.ctx.data_dir, &request.id);
-                let resumed = state == RunState::Running;
-                if !resumed {
+                let resumed =
+                    state == RunState::Running && !self.fenced_but_never_started(id, &dir).await;
+                if state == RunState::Ready {
                     let idc = id.to_string();
-                    if !self.writer.run(move |s| s.fence(&idc)).await? {
+                    let boot = runner::boot_id();
+                    if !self.writer.run(move |s| s.fence(&idc, boot)).await? {
                         return Ok(());
                     }
                 }
@@ -583,6 +585,28 @@ impl Node {
                 .await;
         }
         done
+    }
+
+    /// Was request `id` fenced in this boot by an agent that stopped before its command
+    /// began? Then starting it now is its first run, not a re-run (see [`runner`]).
+    async fn fenced_but_never_started(&self, id: &str, dir: &std::path::Path) -> bool {
+        let idc = id.to_string();
+        let boot = match self.writer.run(move |s| s.fence_boot(&idc)).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(id, "cannot read the fence's boot: {e:#}");
+                return false;
+            }
+        };
+        let fresh =
+            boot.is_some() && boot.as_deref() == runner::boot_id() && runner::never_started(dir);
+        if fresh {
+            tracing::info!(
+                id,
+                "fenced before an agent stop but never started: starting it now"
+            );
+        }
+        fresh
     }
 
     /// Runs an allowed method (not at most once: those are fenced first).

@@ -4,6 +4,14 @@
 //! not own the command's life: if the agent dies, the command runs on, and the next agent
 //! collects the result from the files. A run that left no status and whose wrapper is gone
 //! is `interrupted` — it is never started again.
+//!
+//! One case is not a guess: an agent killed between the fence and the wrapper's first
+//! step. The agent takes an exclusive `flock` on `lock` before it forks and hands that
+//! open file to the wrapper as its standard input, so the lock is held exactly while a
+//! wrapper lives; the wrapper's first step writes `started`, before the command. With the
+//! lock free and no `started`, the command never began — provided the page cache was not
+//! lost in between, which is why the fence records the boot it was written in
+//! ([`boot_id`]) and only a fence of the current boot may be started after a restart.
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -13,9 +21,57 @@ use std::time::Duration;
 /// Output kept per stream in a reply.
 pub const MAX_OUTPUT: usize = 256 * 1024;
 
-/// The wrapper: runs the command, then writes its exit status (shell builtins only: no
-/// process after the command's). A status file caught mid-write reads as no status yet.
-const WRAPPER: &str = r#""$@"; echo "$?" > "$REEVE_RC""#;
+/// The wrapper: marks the run started, runs the command (with `/dev/null` as its input, so
+/// it does not inherit the run's lock), then writes its exit status (shell builtins only:
+/// no process after the command's). A status file caught mid-write reads as no status yet.
+const WRAPPER: &str = r#": > "$REEVE_STARTED" && "$@" < /dev/null; echo "$?" > "$REEVE_RC""#;
+
+/// This boot of the machine (`/proc/sys/kernel/random/boot_id`), if the kernel tells.
+pub fn boot_id() -> Option<&'static str> {
+    static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| {
+        let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let id = id.trim();
+        (!id.is_empty()).then(|| id.to_string())
+    })
+    .as_deref()
+}
+
+/// Is the run's lock free (no wrapper of it lives)? `None` when the run has no lock file
+/// (it never got as far as its fork, or an agent without run locks started it).
+fn lock_free(dir: &Path) -> Option<bool> {
+    use rustix::fs::{FlockOperation, flock};
+    let file = std::fs::File::open(dir.join("lock")).ok()?;
+    // Dropping `file` releases the probe's lock.
+    Some(flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok())
+}
+
+/// Does the run in `dir` still run? Its wrapper holds the run's lock; a run without a lock
+/// file is judged by its recorded wrapper pid.
+pub(crate) fn still_runs(dir: &Path) -> bool {
+    match lock_free(dir) {
+        Some(free) => !free,
+        None => wrapper(dir).is_some(),
+    }
+}
+
+/// Did a run that was fenced in this boot never start its command? True when its
+/// directory is missing (the agent stopped before creating it), or when no wrapper holds
+/// its lock and none wrote `started`. Such a run may be started: it is its first run.
+/// Only for fences of the current boot (see the module's comment).
+pub(crate) fn never_started(dir: &Path) -> bool {
+    if !dir.exists() {
+        return true;
+    }
+    if dir.join("lock").exists() {
+        // Look for the marker after the lock is found free: a wrapper that wrote it has
+        // ended by then, and its write is visible.
+        lock_free(dir) == Some(true) && !dir.join("started").exists() && exit_status(dir).is_none()
+    } else {
+        // The lock file comes before the fork: without it there was no wrapper.
+        !dir.join("started").exists() && exit_status(dir).is_none()
+    }
+}
 
 /// The exit status the wrapper wrote in `dir`, once it is complete.
 pub(crate) fn exit_status(dir: &Path) -> Option<i32> {
@@ -147,18 +203,33 @@ pub async fn run(dir: &Path, argv: &[String], timeout: Duration) -> Outcome {
 }
 
 /// Starts `argv` detached in run directory `dir` (output in `out`/`err`, the exit status
-/// in `rc` when it ends, the wrapper's pid and start time in `pid`).
+/// in `rc` when it ends, the wrapper's pid and start time in `pid`, `started` once the
+/// wrapper runs, and `lock` held by the wrapper while it lives).
 pub(crate) fn spawn(dir: &Path, argv: &[String]) -> Result<tokio::process::Child> {
+    use rustix::fs::{FlockOperation, flock};
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let out = std::fs::File::create(dir.join("out")).context("cannot create the output file")?;
     let err = std::fs::File::create(dir.join("err")).context("cannot create the error file")?;
+    // A leftover of a run that never started goes, so that `started` is this run's.
+    match std::fs::remove_file(dir.join("started")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).context("cannot clear the run's start marker");
+        }
+        _ => {}
+    }
+    let lock = std::fs::File::create(dir.join("lock")).context("cannot create the run's lock")?;
+    flock(&lock, FlockOperation::NonBlockingLockExclusive)
+        .context("the run's lock is held: a wrapper of this run still lives")?;
+    // The child's standard input shares the locked open file: the lock lives as long as
+    // the wrapper does, whatever becomes of the agent.
     let child = tokio::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(WRAPPER)
         .arg("reeve-run")
         .args(argv)
         .env("REEVE_RC", dir.join("rc"))
-        .stdin(std::process::Stdio::null())
+        .env("REEVE_STARTED", dir.join("started"))
+        .stdin(lock)
         .stdout(out)
         .stderr(err)
         .process_group(0)
@@ -181,15 +252,7 @@ pub async fn collect(dir: &Path, timeout: Duration) -> Outcome {
         if exit_status(dir).is_some() {
             return finished(dir, "ok");
         }
-        let pid = std::fs::read_to_string(dir.join("pid")).ok().and_then(|s| {
-            let mut it = s.split_whitespace();
-            Some((
-                it.next()?.parse::<u32>().ok()?,
-                it.next()?.parse::<u64>().ok()?,
-            ))
-        });
-        let running = pid.is_some_and(|(p, t)| alive(p, t));
-        if !running {
+        if !still_runs(dir) {
             // One more look: the status may have landed just as the wrapper exited.
             if exit_status(dir).is_some() {
                 return finished(dir, "ok");
@@ -203,7 +266,7 @@ pub async fn collect(dir: &Path, timeout: Duration) -> Outcome {
             return o;
         }
         if tokio::time::Instant::now() >= deadline {
-            if let Some((p, _)) = pid {
+            if let Some(p) = wrapper(dir) {
                 kill_group(p);
             }
             let mut o = finished(dir, "timeout");
@@ -212,5 +275,109 @@ pub async fn collect(dir: &Path, timeout: Duration) -> Outcome {
             return o;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(cmd: &str) -> Vec<String> {
+        vec!["sh".into(), "-c".into(), cmd.into()]
+    }
+
+    #[tokio::test]
+    async fn a_run_holds_its_lock_while_it_lives_and_is_never_taken_for_unstarted() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("r1");
+        assert!(
+            never_started(&dir),
+            "no directory: the agent stopped before it"
+        );
+        let mut child = spawn(&dir, &argv("sleep 0.5; echo done")).expect("spawn");
+        // The agent's own handle on the lock is gone; the wrapper's holds it.
+        assert!(still_runs(&dir));
+        assert!(!never_started(&dir));
+        child.wait().await.expect("wait");
+        assert!(!still_runs(&dir));
+        assert!(!never_started(&dir), "it ran: it has a status");
+        assert_eq!(exit_status(&dir), Some(0));
+        assert_eq!(
+            std::fs::read_to_string(dir.join("out")).expect("out"),
+            "done\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_command_that_leaves_a_process_behind_does_not_keep_the_lock() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("r2");
+        let bg = tmp.path().join("bg");
+        // A background job gets `/dev/null` as its input unless told otherwise.
+        let cmd = format!(
+            "exec 3<&0; sleep 3 <&3 > /dev/null 2>&1 & echo $! > {}",
+            bg.display()
+        );
+        let mut child = spawn(&dir, &argv(&cmd)).expect("spawn");
+        child.wait().await.expect("wait");
+        let held = still_runs(&dir);
+        // The sleep is in the run's process group.
+        kill_group(child.id().unwrap_or(0));
+        if let Some(p) = std::fs::read_to_string(&bg)
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+        {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_raw(p).expect("pid"),
+                rustix::process::Signal::KILL,
+            );
+        }
+        assert!(!held, "the background sleep must not hold the run's lock");
+    }
+
+    #[tokio::test]
+    async fn a_wrapper_killed_mid_command_is_interrupted_not_unstarted() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("r3");
+        let mut child = spawn(&dir, &argv("sleep 5")).expect("spawn");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !dir.join("started").exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the wrapper never started"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        kill_group(child.id().expect("pid"));
+        child.wait().await.expect("wait");
+        assert!(!still_runs(&dir));
+        assert!(!never_started(&dir), "it started: it must not run again");
+        let o = collect(&dir, Duration::from_secs(1)).await;
+        assert_eq!(o.status, "interrupted");
+    }
+
+    #[test]
+    fn a_run_stopped_between_its_lock_and_its_first_step_counts_as_unstarted() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("r4");
+        std::fs::create_dir_all(&dir).expect("dir");
+        // Directory made, lock file made, no wrapper step: the agent died at the fork.
+        std::fs::write(dir.join("lock"), "").expect("lock");
+        assert!(never_started(&dir));
+        // Held by someone (a wrapper that has not reached its first step): not yet known.
+        let held = std::fs::File::open(dir.join("lock")).expect("open");
+        rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).expect("flock");
+        assert!(!never_started(&dir));
+        assert!(still_runs(&dir));
+        drop(held);
+        std::fs::write(dir.join("started"), "").expect("started");
+        assert!(!never_started(&dir), "a start marker: it may have run");
+    }
+
+    #[test]
+    fn the_boot_id_is_read_once_and_stable() {
+        let a = boot_id();
+        assert!(a.is_some(), "Linux tells its boot id");
+        assert_eq!(a, boot_id());
     }
 }

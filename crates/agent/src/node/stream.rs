@@ -101,7 +101,7 @@ impl Node {
                 Some(c) => tokio::time::timeout(TICK, c.wait()).await.is_ok(),
                 None => {
                     tokio::time::sleep(TICK).await;
-                    runner::exit_status(&dir).is_some() || runner::wrapper(&dir).is_none()
+                    runner::exit_status(&dir).is_some() || !runner::still_runs(&dir)
                 }
             };
             if !ended && tokio::time::Instant::now() >= deadline {

@@ -92,16 +92,32 @@ impl DeliveryStore {
             .map_err(q("read unfinished"))
     }
 
-    /// The execution fence: `ready` → `running`. False when the request is not `ready`
-    /// (already fenced or done), in which case it must not start.
-    pub fn fence(&mut self, id: &str) -> Result<bool> {
+    /// The execution fence: `ready` → `running`, recording the machine's `boot` (see
+    /// [`Self::fence_boot`]). False when the request is not `ready` (already fenced or
+    /// done), in which case it must not start.
+    pub fn fence(&mut self, id: &str, boot: Option<&str>) -> Result<bool> {
         let n = exec(
             &self.conn,
-            "UPDATE inbox SET state = 'running' WHERE id = ?1 AND state = 'ready'",
-            params![id],
+            "UPDATE inbox SET state = 'running', fence_boot = ?2 WHERE id = ?1 AND state = 'ready'",
+            params![id, boot],
         )
         .map_err(q("fence"))?;
         Ok(n == 1)
+    }
+
+    /// The boot a fenced request's fence was written in (`None`: not recorded, as by
+    /// agents before this was kept). Within one boot, files the runner wrote before a crash
+    /// of the agent are still there, so the runner can tell a command that never started.
+    pub fn fence_boot(&self, id: &str) -> Result<Option<String>> {
+        row(
+            &self.conn,
+            "SELECT fence_boot FROM inbox WHERE id = ?1",
+            params![id],
+            |r| r.get::<_, Option<String>>(0),
+        )
+        .optional()
+        .map(Option::flatten)
+        .map_err(q("read fence boot"))
     }
 
     /// Marks `id` done and, in the same transaction, puts its reply (sealed by `seal(seq)`)

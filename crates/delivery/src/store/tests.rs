@@ -300,3 +300,38 @@ fn a_store_from_before_keeps_its_dead_letters_and_gets_the_new_key() {
         2
     );
 }
+
+#[test]
+fn a_fence_keeps_its_boot_and_an_old_inbox_gains_the_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("old.db");
+    {
+        // An inbox from before fences kept their boot, with one request fenced already.
+        let c = Connection::open(&path).expect("open");
+        c.execute_batch(
+            "CREATE TABLE inbox (
+                id TEXT PRIMARY KEY, key TEXT NOT NULL, seq INTEGER, envelope BLOB NOT NULL,
+                state TEXT NOT NULL DEFAULT 'ready');
+             INSERT INTO inbox VALUES ('old', 'k', 1, X'00', 'running');
+             INSERT INTO inbox VALUES ('new', 'k', 2, X'00', 'ready');",
+        )
+        .expect("old schema");
+    }
+    let mut s = DeliveryStore::open(&path).expect("open");
+    assert_eq!(
+        s.fence_boot("old").expect("read"),
+        None,
+        "not recorded: another boot"
+    );
+    assert!(
+        !s.fence("old", Some("b1")).expect("fence"),
+        "fenced already"
+    );
+    assert_eq!(s.fence_boot("old").expect("read"), None);
+    assert!(s.fence("new", Some("b1")).expect("fence"));
+    assert!(!s.fence("new", Some("b2")).expect("fence"), "only once");
+    drop(s);
+    let s = DeliveryStore::open(&path).expect("reopen");
+    assert_eq!(s.fence_boot("new").expect("read").as_deref(), Some("b1"));
+    assert_eq!(s.fence_boot("absent").expect("read"), None);
+}

@@ -244,6 +244,92 @@ fn exec_survives_an_agent_crash_and_is_never_run_twice() {
     assert_eq!(read(&log), "start\nend\n", "ran exactly once");
 }
 
+/// The instants a test cannot hit with a `kill -9`: the agent stopped right after fencing
+/// a request, before its command began. In this boot, the run left no trace, so it is
+/// started (its first run); a fence from another boot (the machine went down, files may be
+/// lost) is answered `interrupted` and never run.
+#[test]
+fn a_fence_without_a_start_runs_once_in_the_same_boot_and_is_interrupted_after_a_reboot() {
+    let hub = Hub::start();
+    let alice = hub.operator("alice", "operator");
+    let mut a = joined(&hub, "n1", &[&alice]);
+    a.start();
+    hub.wait_online(&alice, "n1");
+    let log = a.dir.path().join("runs.txt");
+    let mut ids = Vec::new();
+    for step in ["first", "second", "third"] {
+        let cmd = match step {
+            "first" => format!(
+                "echo first >> {0}; sleep 2; echo first-end >> {0}",
+                log.display()
+            ),
+            _ => format!("echo {step} >> {}", log.display()),
+        };
+        let r = send(
+            &hub,
+            &alice,
+            &["--to", "n1", "--no-wait", "exec", "--", "sh", "-c", &cmd],
+        );
+        ids.push(r["id"].as_str().expect("id").to_string());
+    }
+    // The first runs; the other two wait behind it in the node's inbox.
+    for id in &ids[1..] {
+        wait_for(T, "in the node's inbox", || {
+            let m = hub.json_any(&alice, &["messages", "show", id]);
+            (m["state"] == "delivered").then_some(())
+        });
+    }
+    wait_for(T, "the first started", || {
+        read(&log).contains("first").then_some(())
+    });
+    a.kill9();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot id");
+    {
+        let db = rusqlite::Connection::open(a.data_dir().join("delivery.db")).expect("inbox");
+        let fence = |id: &str, boot: &str| {
+            let n = db
+                .execute(
+                    "UPDATE inbox SET state = 'running', fence_boot = ?2 WHERE id = ?1 AND state = 'ready'",
+                    rusqlite::params![id, boot],
+                )
+                .expect("fence");
+            assert_eq!(n, 1, "{id} was waiting in the inbox");
+        };
+        fence(&ids[1], boot.trim());
+        fence(&ids[2], "a-boot-before-a-power-cut");
+    }
+    a.start();
+    let replies: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|id| {
+            wait_for(T, "the reply", || {
+                let m = hub.json_any(&alice, &["messages", "show", id]);
+                (m["state"] == "replied").then_some(m)
+            })
+        })
+        .collect();
+    assert_eq!(
+        replies[0]["reply"]["status"], "ok",
+        "collected: {}",
+        replies[0]
+    );
+    assert_eq!(
+        replies[1]["reply"]["status"], "ok",
+        "started now: {}",
+        replies[1]
+    );
+    assert_eq!(
+        replies[2]["reply"]["status"], "interrupted",
+        "{}",
+        replies[2]
+    );
+    assert_eq!(
+        read(&log),
+        "first\nfirst-end\nsecond\n",
+        "each at most once, in order"
+    );
+}
+
 #[test]
 fn join_tokens_are_one_time_and_clones_are_refused() {
     let hub = Hub::start();
