@@ -214,21 +214,22 @@ fn an_offline_node_gets_its_messages_in_order_once_when_it_is_back() {
     assert_eq!(shown["reply"]["exit_code"], 0);
 }
 
+/// Operator alice (allowed `exec`) and agent n1, joined and online.
+fn n1_online(hub: &Hub) -> (Operator, Agent) {
+    let alice = hub.operator("alice", "operator");
+    let mut a = joined(hub, "n1", &[&alice]);
+    a.start();
+    hub.wait_online(&alice, "n1");
+    (alice, a)
+}
+
 #[test]
 fn exec_survives_an_agent_crash_and_is_never_run_twice() {
     let hub = Hub::start();
-    let alice = hub.operator("alice", "operator");
-    let mut a = joined(&hub, "n1", &[&alice]);
-    a.start();
-    hub.wait_online(&alice, "n1");
+    let (alice, mut a) = n1_online(&hub);
     let log = a.dir.path().join("runs.txt");
     let cmd = format!("echo start >> {0}; sleep 2; echo end >> {0}", log.display());
-    let r = send(
-        &hub,
-        &alice,
-        &["--to", "n1", "--no-wait", "exec", "--", "sh", "-c", &cmd],
-    );
-    let id = r["id"].as_str().expect("id").to_string();
+    let id = queue_sh(&hub, &alice, &[], "exec", &cmd);
     wait_for(T, "the command started", || {
         read(&log).contains("start").then_some(())
     });
@@ -251,10 +252,7 @@ fn exec_survives_an_agent_crash_and_is_never_run_twice() {
 #[test]
 fn a_fence_without_a_start_runs_once_in_the_same_boot_and_is_interrupted_after_a_reboot() {
     let hub = Hub::start();
-    let alice = hub.operator("alice", "operator");
-    let mut a = joined(&hub, "n1", &[&alice]);
-    a.start();
-    hub.wait_online(&alice, "n1");
+    let (alice, mut a) = n1_online(&hub);
     let log = a.dir.path().join("runs.txt");
     let mut ids = Vec::new();
     for step in ["first", "second", "third"] {
@@ -265,12 +263,7 @@ fn a_fence_without_a_start_runs_once_in_the_same_boot_and_is_interrupted_after_a
             ),
             _ => format!("echo {step} >> {}", log.display()),
         };
-        let r = send(
-            &hub,
-            &alice,
-            &["--to", "n1", "--no-wait", "exec", "--", "sh", "-c", &cmd],
-        );
-        ids.push(r["id"].as_str().expect("id").to_string());
+        ids.push(queue_sh(&hub, &alice, &[], "exec", &cmd));
     }
     // The first runs; the other two wait behind it in the node's inbox.
     for id in &ids[1..] {
