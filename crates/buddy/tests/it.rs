@@ -611,9 +611,7 @@ fn foreground_mode_and_no_start() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
-    let sock = dir.path().join(files::SOCKET);
-    wait_until("socket", T, || sock.exists());
-    let mut c = Client::connect(&sock);
+    let mut c = Client::connect_within(&dir.path().join(files::SOCKET), T);
     let st = c.hello(0);
     assert_eq!(st.buddy_pid, child.id());
     assert_eq!(st.state, ProcState::Stopped);

@@ -182,7 +182,27 @@ pub struct Client {
 
 impl Client {
     pub fn connect(path: &Path) -> Client {
-        let stream = UnixStream::connect(path).expect("connect");
+        Self::from_stream(UnixStream::connect(path).expect("connect"))
+    }
+
+    /// Connects once the daemon listens: its socket file appears at `bind`, a moment
+    /// before `listen` (a connect in between is refused).
+    pub fn connect_within(path: &Path, timeout: Duration) -> Client {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match UnixStream::connect(path) {
+                Ok(stream) => return Self::from_stream(stream),
+                Err(e) => assert!(
+                    Instant::now() < deadline,
+                    "{} not listening after {timeout:?}: {e}",
+                    path.display()
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn from_stream(stream: UnixStream) -> Client {
         stream
             .set_read_timeout(Some(Duration::from_millis(50)))
             .expect("timeout");
