@@ -350,6 +350,26 @@ impl Agent {
     }
 }
 
+/// Pids of the live `reeve-buddy` processes whose run directory lies under `dir`.
+fn buddies_under(dir: &Path) -> Vec<u32> {
+    let needle = dir.display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            args.first().is_some_and(|a| a.ends_with("reeve-buddy"))
+                && args.iter().any(|a| a.starts_with(&needle))
+        })
+        .collect()
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         if self.child.is_some() {
@@ -361,6 +381,13 @@ impl Drop for Agent {
             Vec::new()
         };
         self.kill9();
+        // Buddies this agent started that no `ps` listed (a launcher switching agents
+        // when the last one ran, say): found by their run directory, inside ours.
+        for b in buddies_under(self.dir.path()) {
+            if !self.buddies.contains(&b) {
+                self.buddies.push(b);
+            }
+        }
         // SIGTERM makes a buddy stop its service and exit; SIGKILL whatever is left.
         for b in &self.buddies {
             kill("TERM", *b);
